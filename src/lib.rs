@@ -1,0 +1,29 @@
+//! `twilio-realtime-relay`: puts an OpenAI Realtime (GA) voice assistant on a Twilio phone number.
+//!
+//! Twilio fetches TwiML from `/incoming-call`, opens a Media Streams WebSocket to `/media-stream`, and
+//! the relay bridges it to one Realtime API WebSocket per call, passing G.711 μ-law through both ways,
+//! handling barge-in (Twilio `clear` + `conversation.item.truncate` at what the caller heard) and
+//! writing a transcript of every call. A call simulator and a Realtime stand-in ship in the same
+//! crate so that everything runs offline.
+//!
+//! # Layout
+//! - [`config`]: the typed configuration (flags, environment, `.env`), secrets redacted.
+//! - [`telemetry`]: tracing setup (text or JSON).
+//! - [`app`]: `AppState`, the one `build_router` and the one `serve` used by `main` and tests.
+//! - [`routes`]: HTTP handlers: `/incoming-call` TwiML, `/health`, the `/media-stream` upgrade.
+//! - [`stats`]: process-wide counters behind `/health`.
+//! - [`twilio`]: Twilio protocols: Media Streams messages and TwiML.
+//! - [`realtime`]: OpenAI Realtime GA client/server events and the session shape.
+//! - [`upstream`]: opening the Realtime WebSocket (ws/wss, auth, timeout).
+//! - [`bridge`]: one call: the two relay tasks, playback tracking and barge-in.
+//! - [`transcript`]: the per-call transcript and its atomic JSON file.
+//! - [`audio`]: G.711 μ-law codec and framing constants.
+//! - [`wav`]: reading caller clips and writing what the caller heard.
+//! - [`sim`]: the `call` subcommand, a Twilio Media Streams simulator.
+//! - [`fake_openai`]: the `fake-openai` subcommand, a local Realtime API stand-in.
+//! - [`demo`]: the `demo` subcommand: stand-in + relay + simulated call in one process.
+#![forbid(unsafe_code)]
+
+pub mod audio;
+pub mod realtime;
+pub mod twilio;

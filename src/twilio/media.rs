@@ -1,0 +1,283 @@
+//! Twilio Media Streams WebSocket messages, both directions.
+//!
+//! Follows `PROTOCOLS.md` § "Twilio Media Streams" (twilio.com/docs/voice/media-streams/websocket-messages).
+//! Payloads stay base64 text: the relay passes them through without decoding. Strings borrow from the
+//! frame when they can (`Cow`), so parsing a 20 ms `media` frame allocates nothing for the payload.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A message Twilio sends to us (`event` tag). Unknown events parse as [`TwilioEvent::Unknown`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum TwilioEvent<'a> {
+    /// First message on every stream; carries no SIDs.
+    Connected {
+        #[serde(default, borrow)]
+        protocol: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        version: Option<Cow<'a, str>>,
+    },
+    /// Stream metadata: SIDs, tracks, format and the TwiML `<Parameter>`s.
+    Start {
+        #[serde(rename = "sequenceNumber", default, borrow)]
+        sequence_number: Option<Cow<'a, str>>,
+        #[serde(rename = "streamSid", borrow)]
+        stream_sid: Cow<'a, str>,
+        start: StartInfo,
+    },
+    /// 20 ms (160 bytes) of base64 μ-law audio on one track.
+    Media {
+        #[serde(rename = "sequenceNumber", default, borrow)]
+        sequence_number: Option<Cow<'a, str>>,
+        #[serde(rename = "streamSid", default, borrow)]
+        stream_sid: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        media: MediaIn<'a>,
+    },
+    /// A mark we sent, echoed when the audio before it finished playing (or was cleared).
+    Mark {
+        #[serde(rename = "sequenceNumber", default, borrow)]
+        sequence_number: Option<Cow<'a, str>>,
+        #[serde(rename = "streamSid", default, borrow)]
+        stream_sid: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        mark: MarkBody<'a>,
+    },
+    /// A keypad digit pressed by the caller (bidirectional streams only).
+    Dtmf {
+        #[serde(rename = "sequenceNumber", default, borrow)]
+        sequence_number: Option<Cow<'a, str>>,
+        #[serde(rename = "streamSid", default, borrow)]
+        stream_sid: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        dtmf: DtmfBody<'a>,
+    },
+    /// The stream ended (the call hung up or the TwiML moved on).
+    Stop {
+        #[serde(rename = "sequenceNumber", default, borrow)]
+        sequence_number: Option<Cow<'a, str>>,
+        #[serde(rename = "streamSid", default, borrow)]
+        stream_sid: Option<Cow<'a, str>>,
+        #[serde(default)]
+        stop: Option<StopInfo>,
+    },
+    /// Any event this version does not know; ignored and counted.
+    #[serde(other)]
+    Unknown,
+}
+
+/// The `start` object: once per stream, so owned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartInfo {
+    #[serde(default)]
+    pub account_sid: String,
+    #[serde(default)]
+    pub stream_sid: String,
+    pub call_sid: String,
+    /// `inbound`, `outbound` or both.
+    #[serde(default)]
+    pub tracks: Vec<String>,
+    #[serde(default)]
+    pub media_format: Option<MediaFormat>,
+    /// The TwiML `<Parameter name value>` pairs.
+    #[serde(default)]
+    pub custom_parameters: BTreeMap<String, String>,
+}
+
+/// `{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaFormat {
+    pub encoding: String,
+    /// Hz.
+    pub sample_rate: u32,
+    pub channels: u32,
+}
+
+/// The `media` object of an inbound frame. `chunk` and `timestamp` (ms since stream start) are strings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaIn<'a> {
+    #[serde(default, borrow)]
+    pub track: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub chunk: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub timestamp: Option<Cow<'a, str>>,
+    /// Base64 μ-law, 8 kHz mono, no header.
+    #[serde(borrow)]
+    pub payload: Cow<'a, str>,
+}
+
+/// `{"name": "…"}` of a `mark`, in either direction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MarkBody<'a> {
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+}
+
+/// `{"track":"inbound_track","digit":"1"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DtmfBody<'a> {
+    #[serde(default, borrow)]
+    pub track: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub digit: Cow<'a, str>,
+}
+
+/// The `stop` object; `reason` is optional and undocumented in detail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StopInfo {
+    #[serde(default)]
+    pub account_sid: Option<String>,
+    #[serde(default)]
+    pub call_sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A message we send to Twilio on a bidirectional (`<Connect><Stream>`) stream. Never sent on forks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum TwilioCommand<'a> {
+    /// Audio to play: base64 μ-law 8 kHz, any length; Twilio buffers and plays in order.
+    Media {
+        #[serde(rename = "streamSid", borrow)]
+        stream_sid: Cow<'a, str>,
+        #[serde(borrow)]
+        media: MediaOut<'a>,
+    },
+    /// Echoed back by Twilio once the audio sent before it has played.
+    Mark {
+        #[serde(rename = "streamSid", borrow)]
+        stream_sid: Cow<'a, str>,
+        #[serde(borrow)]
+        mark: MarkBody<'a>,
+    },
+    /// Drop all buffered audio; Twilio echoes every pending mark at once.
+    Clear {
+        #[serde(rename = "streamSid", borrow)]
+        stream_sid: Cow<'a, str>,
+    },
+}
+
+/// `{"payload": "<base64 μ-law>"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaOut<'a> {
+    #[serde(borrow)]
+    pub payload: Cow<'a, str>,
+}
+
+impl<'a> TwilioCommand<'a> {
+    /// `media` carrying `payload` (base64 μ-law) for `stream_sid`.
+    pub fn media(stream_sid: &'a str, payload: &'a str) -> Self {
+        TwilioCommand::Media {
+            stream_sid: stream_sid.into(),
+            media: MediaOut {
+                payload: payload.into(),
+            },
+        }
+    }
+
+    /// `mark` named `name` for `stream_sid`.
+    pub fn mark(stream_sid: &'a str, name: &'a str) -> Self {
+        TwilioCommand::Mark {
+            stream_sid: stream_sid.into(),
+            mark: MarkBody { name: name.into() },
+        }
+    }
+
+    /// `clear` for `stream_sid`.
+    pub fn clear(stream_sid: &'a str) -> Self {
+        TwilioCommand::Clear {
+            stream_sid: stream_sid.into(),
+        }
+    }
+
+    /// Serialize to a JSON text frame. Cannot fail: every field is a string.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("Twilio commands hold only strings")
+    }
+}
+
+/// Number of μ-law bytes (= samples at 8 kHz) in a base64 payload, computed without decoding.
+pub fn base64_decoded_len(b64: &str) -> usize {
+    let bytes = b64.as_bytes();
+    let pad = bytes.iter().rev().take(2).filter(|&&b| b == b'=').count();
+    (bytes.len() / 4 * 3).saturating_sub(pad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_documented_twilio_event() {
+        let samples = [
+            r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#,
+            r#"{"event":"start","sequenceNumber":"1","streamSid":"MZ1","start":{"accountSid":"AC1","streamSid":"MZ1","callSid":"CA1","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{"From":"+15550001111"}}}"#,
+            r#"{"event":"media","sequenceNumber":"4","streamSid":"MZ1","media":{"track":"inbound","chunk":"2","timestamp":"5","payload":"//8="}}"#,
+            r#"{"event":"mark","sequenceNumber":"9","streamSid":"MZ1","mark":{"name":"item_1@100"}}"#,
+            r#"{"event":"dtmf","sequenceNumber":"10","streamSid":"MZ1","dtmf":{"track":"inbound_track","digit":"1"}}"#,
+            r#"{"event":"stop","sequenceNumber":"11","streamSid":"MZ1","stop":{"accountSid":"AC1","callSid":"CA1"}}"#,
+        ];
+        for sample in samples {
+            let event: TwilioEvent = serde_json::from_str(sample).expect(sample);
+            assert_ne!(event, TwilioEvent::Unknown, "{sample}");
+            let json = serde_json::to_string(&event).unwrap();
+            let again: TwilioEvent = serde_json::from_str(&json).unwrap();
+            assert_eq!(event, again);
+        }
+        let start: TwilioEvent = serde_json::from_str(samples[1]).unwrap();
+        let TwilioEvent::Start { start, .. } = start else {
+            panic!("not a start")
+        };
+        assert_eq!(start.call_sid, "CA1");
+        assert_eq!(start.custom_parameters["From"], "+15550001111");
+    }
+
+    #[test]
+    fn media_payload_is_borrowed_not_copied() {
+        let frame = r#"{"event":"media","streamSid":"MZ1","media":{"payload":"AAAA"}}"#;
+        let TwilioEvent::Media { media, .. } = serde_json::from_str(frame).unwrap() else {
+            panic!("not media")
+        };
+        assert!(matches!(media.payload, Cow::Borrowed("AAAA")));
+    }
+
+    #[test]
+    fn unknown_events_are_unknown_not_errors() {
+        let event: TwilioEvent = serde_json::from_str(r#"{"event":"party","x":1}"#).unwrap();
+        assert_eq!(event, TwilioEvent::Unknown);
+        assert!(serde_json::from_str::<TwilioEvent>(r#"{"event":"media"}"#).is_err());
+    }
+
+    #[test]
+    fn commands_serialize_to_the_documented_shapes() {
+        assert_eq!(
+            TwilioCommand::media("MZ1", "//8=").to_json(),
+            r#"{"event":"media","streamSid":"MZ1","media":{"payload":"//8="}}"#
+        );
+        assert_eq!(
+            TwilioCommand::mark("MZ1", "m").to_json(),
+            r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"m"}}"#
+        );
+        assert_eq!(
+            TwilioCommand::clear("MZ1").to_json(),
+            r#"{"event":"clear","streamSid":"MZ1"}"#
+        );
+    }
+
+    #[test]
+    fn decoded_length_matches_base64() {
+        use base64::Engine;
+        for n in [0usize, 1, 2, 3, 4, 159, 160, 161, 800] {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(vec![7u8; n]);
+            assert_eq!(base64_decoded_len(&b64), n);
+        }
+    }
+}
