@@ -27,3 +27,6 @@
 pub mod audio;
 pub mod realtime;
 pub mod twilio;
+pub mod fake_openai;
+pub mod sim;
+pub mod wav;

@@ -1,0 +1,1 @@
+//! The `fake-openai` subcommand: a local stand-in for the OpenAI Realtime API (GA).

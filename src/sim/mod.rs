@@ -1,0 +1,1 @@
+//! The `call` subcommand: a Twilio Media Streams simulator.

@@ -1,0 +1,1 @@
+//! Reading caller clips (WAV) and writing what the caller heard.
