@@ -1,4 +1,4 @@
 //! Twilio protocols: Media Streams messages and TwiML documents.
 
 pub mod media;
-
+pub mod twiml;

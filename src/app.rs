@@ -1,0 +1,84 @@
+//! Application state, the one router and the one serve function (used by `main`, `demo` and tests).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+use tracing::info;
+
+use crate::config::Config;
+use crate::routes;
+use crate::stats::Stats;
+
+/// Largest HTTP body accepted (Twilio webhooks are a few hundred bytes), bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Shared by every handler and call. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub stats: Stats,
+    /// Cancelled when the server shuts down; each call holds a child token.
+    pub shutdown: CancellationToken,
+    /// Every call task, so shutdown can wait for upgraded sockets (axum does not).
+    pub calls: TaskTracker,
+}
+
+impl AppState {
+    /// State for `config` with fresh counters.
+    pub fn new(config: Config) -> Self {
+        AppState {
+            config: Arc::new(config),
+            stats: Stats::default(),
+            shutdown: CancellationToken::new(),
+            calls: TaskTracker::new(),
+        }
+    }
+}
+
+/// The HTTP surface: `/incoming-call`, `/media-stream`, `/health`.
+pub fn build_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/incoming-call",
+            get(routes::incoming_call).post(routes::incoming_call),
+        )
+        .route("/media-stream", get(routes::media_stream))
+        .route("/health", get(routes::health))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serve on an already-bound `listener` until `shutdown` resolves, then stop accepting, end the
+/// calls in progress and wait for their tasks (transcripts written) before returning.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        // Audio frames are small and latency-bound: never wait to coalesce them.
+        let _ = tcp.set_nodelay(true);
+    });
+    let app = build_router(state.clone());
+    let token = state.shutdown.clone();
+    let signal = async move {
+        shutdown.await;
+        info!("shutting down: ending calls in progress");
+        token.cancel();
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .await?;
+    state.calls.close();
+    state.calls.wait().await;
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! Typed configuration: one struct read from flags, the environment and `.env`, secrets redacted.
+//!
+//! Every `serve` option has an environment variable (the names are part of the contract, see the
+//! README's configuration table). Invalid values are rejected at start-up with an error naming the
+//! variable; upstream URLs are overridable so tests and the demo reach local fakes.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, ValueEnum};
+
+use crate::realtime::session::{
+    AudioConfig, AudioFormat, AudioInput, AudioOutput, InputTranscription, SessionKind,
+    TurnDetection,
+};
+use crate::realtime::Session;
+
+/// Default assistant prompt (`INSTRUCTIONS`).
+pub const DEFAULT_INSTRUCTIONS: &str = "You are a friendly, concise phone assistant. Keep answers short and conversational: the caller hears you over a phone line. If you do not know something, say so.";
+/// Default `FALLBACK_MESSAGE`.
+pub const DEFAULT_FALLBACK: &str =
+    "Sorry, our assistant is not available right now. Please try again later. Goodbye.";
+
+/// A secret value (API key, token). `Debug` and `Display` print `[redacted]`; use [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that must send it (an `Authorization` header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(Secret(s.trim().to_string()))
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
+/// `TURN_DETECTION`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum TurnDetectionKind {
+    ServerVad,
+    SemanticVad,
+}
+
+/// `LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything `serve` (and `demo`) needs. Each field: flag, environment variable, default.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// TCP port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Address to bind.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: String,
+    /// Public base URL, e.g. https://relay.example.com. Unset: derived from Host and X-Forwarded-Proto.
+    #[arg(long, env = "PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+    /// OpenAI API key. Unset: calls get the fallback message.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<Secret>,
+    /// Realtime API WebSocket URL (ws:// or wss://), without the model query.
+    #[arg(long, env = "OPENAI_REALTIME_URL", default_value = "wss://api.openai.com/v1/realtime", value_parser = parse_ws_url)]
+    pub openai_realtime_url: String,
+    /// How long to wait for the Realtime API to accept the WebSocket, ms.
+    #[arg(long, env = "OPENAI_CONNECT_TIMEOUT_MS", default_value_t = 5000)]
+    pub openai_connect_timeout_ms: u64,
+    /// Realtime model.
+    #[arg(long, env = "OPENAI_MODEL", default_value = "gpt-realtime")]
+    pub openai_model: String,
+    /// Assistant voice (alloy, ash, ballad, coral, echo, sage, shimmer, verse, marin, cedar).
+    #[arg(long, env = "VOICE", default_value = "marin")]
+    pub voice: String,
+    /// The assistant's system prompt.
+    #[arg(long, env = "INSTRUCTIONS", default_value = DEFAULT_INSTRUCTIONS)]
+    pub instructions: String,
+    /// When set, the assistant speaks first with this greeting.
+    #[arg(long, env = "GREETING")]
+    pub greeting: Option<String>,
+    /// Turn detection: server_vad or semantic_vad.
+    #[arg(long, env = "TURN_DETECTION", value_enum, default_value = "server_vad")]
+    pub turn_detection: TurnDetectionKind,
+    /// server_vad activation threshold, 0.0–1.0.
+    #[arg(long, env = "VAD_THRESHOLD", default_value_t = 0.5, value_parser = parse_threshold)]
+    pub vad_threshold: f32,
+    /// server_vad audio kept before detected speech, ms.
+    #[arg(long, env = "VAD_PREFIX_PADDING_MS", default_value_t = 300)]
+    pub vad_prefix_padding_ms: u32,
+    /// server_vad silence that ends a turn, ms.
+    #[arg(long, env = "VAD_SILENCE_DURATION_MS", default_value_t = 500)]
+    pub vad_silence_duration_ms: u32,
+    /// Caller transcription model; `none` disables caller transcription.
+    #[arg(long, env = "TRANSCRIPTION_MODEL", default_value = "gpt-4o-mini-transcribe")]
+    pub transcription_model: String,
+    /// Directory of `{CallSid}.json` transcripts.
+    #[arg(long, env = "TRANSCRIPT_DIR", default_value = "./transcripts")]
+    pub transcript_dir: PathBuf,
+    /// Optional `<Say>` before connecting the stream.
+    #[arg(long, env = "INTRO_MESSAGE")]
+    pub intro_message: Option<String>,
+    /// Spoken when the assistant cannot be reached.
+    #[arg(long, env = "FALLBACK_MESSAGE", default_value = DEFAULT_FALLBACK)]
+    pub fallback_message: String,
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Why a configuration value is rejected: always names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+impl Default for Config {
+    /// The documented defaults, ignoring the environment (tests start from this).
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: Config,
+        }
+        // Parse with no arguments; the `env` attributes are skipped by clearing them below.
+        let cmd = <Defaults as clap::CommandFactory>::command();
+        let cmd = cmd.mut_args(|arg| arg.env(None::<&str>));
+        let matches = cmd
+            .try_get_matches_from(["defaults"])
+            .expect("every option has a default or is optional");
+        <Defaults as clap::FromArgMatches>::from_arg_matches(&matches)
+            .expect("defaults parse")
+            .config
+    }
+}
+
+impl Config {
+    /// Cross-field checks clap cannot express. Empty strings from `.env` count as unset.
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
+        for opt in [
+            &mut self.greeting,
+            &mut self.intro_message,
+            &mut self.public_url,
+        ] {
+            if opt.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                *opt = None;
+            }
+        }
+        if self
+            .openai_api_key
+            .as_ref()
+            .is_some_and(|k| k.expose().is_empty())
+        {
+            self.openai_api_key = None;
+        }
+        if self.openai_model.trim().is_empty() {
+            return Err(ConfigError {
+                variable: "OPENAI_MODEL",
+                reason: "must not be empty".into(),
+            });
+        }
+        if self.voice.trim().is_empty() {
+            return Err(ConfigError {
+                variable: "VOICE",
+                reason: "must not be empty".into(),
+            });
+        }
+        if self.vad_silence_duration_ms == 0 {
+            return Err(ConfigError {
+                variable: "VAD_SILENCE_DURATION_MS",
+                reason: "must be at least 1 ms".into(),
+            });
+        }
+        Ok(self)
+    }
+
+    /// Whether calls can reach the assistant.
+    pub fn openai_configured(&self) -> bool {
+        self.openai_api_key.is_some()
+    }
+
+    /// The upstream URL with the model query: `…/v1/realtime?model=gpt-realtime`.
+    pub fn realtime_url(&self) -> String {
+        let sep = if self.openai_realtime_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!("{}{sep}model={}", self.openai_realtime_url, self.openai_model)
+    }
+
+    /// The `session` for `session.update` (PROTOCOLS.md § OpenAI Realtime, client events).
+    pub fn session(&self) -> Session {
+        let turn_detection = match self.turn_detection {
+            TurnDetectionKind::ServerVad => TurnDetection::ServerVad {
+                threshold: Some(self.vad_threshold),
+                prefix_padding_ms: Some(self.vad_prefix_padding_ms),
+                silence_duration_ms: Some(self.vad_silence_duration_ms),
+                create_response: Some(true),
+                interrupt_response: Some(true),
+            },
+            TurnDetectionKind::SemanticVad => TurnDetection::SemanticVad {
+                eagerness: None,
+                create_response: Some(true),
+                interrupt_response: Some(true),
+            },
+        };
+        let transcription = (!self.transcription_model.eq_ignore_ascii_case("none")).then(|| {
+            InputTranscription {
+                model: self.transcription_model.clone(),
+                language: None,
+            }
+        });
+        Session {
+            kind: SessionKind::Realtime,
+            model: Some(self.openai_model.clone()),
+            output_modalities: Some(vec!["audio".into()]),
+            instructions: Some(self.instructions.clone()),
+            audio: Some(AudioConfig {
+                input: Some(AudioInput {
+                    format: AudioFormat::pcmu(),
+                    transcription,
+                    turn_detection: Some(turn_detection),
+                }),
+                output: Some(AudioOutput {
+                    format: AudioFormat::pcmu(),
+                    voice: Some(self.voice.clone()),
+                }),
+            }),
+            tools: None,
+            tool_choice: None,
+        }
+    }
+}
+
+fn parse_threshold(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err("VAD_THRESHOLD must be a number from 0.0 to 1.0".into()),
+    }
+}
+
+fn parse_public_url(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    if s.is_empty() {
+        return Ok(String::new());
+    }
+    if !(s.starts_with("https://") || s.starts_with("http://")) {
+        return Err("PUBLIC_URL must start with https:// (or http:// for local tests)".into());
+    }
+    Ok(s.to_string())
+}
+
+fn parse_ws_url(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if !(s.starts_with("wss://") || s.starts_with("ws://")) {
+        return Err("OPENAI_REALTIME_URL must start with wss:// or ws://".into());
+    }
+    Ok(s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_contract() {
+        let c = Config::default();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.host, "0.0.0.0");
+        assert_eq!(c.openai_realtime_url, "wss://api.openai.com/v1/realtime");
+        assert_eq!(c.realtime_url(), "wss://api.openai.com/v1/realtime?model=gpt-realtime");
+        assert_eq!(c.voice, "marin");
+        assert_eq!(c.vad_threshold, 0.5);
+        assert_eq!(c.transcription_model, "gpt-4o-mini-transcribe");
+        assert!(c.openai_api_key.is_none());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = Config {
+            openai_api_key: Some("sk-live-very-secret".into()),
+            ..Config::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(shown.contains("[redacted]"));
+    }
+
+    #[test]
+    fn invalid_values_name_their_variable() {
+        assert!(parse_threshold("1.5").unwrap_err().contains("VAD_THRESHOLD"));
+        assert!(parse_ws_url("http://x").unwrap_err().contains("OPENAI_REALTIME_URL"));
+        assert!(parse_public_url("relay.example.com").unwrap_err().contains("PUBLIC_URL"));
+    }
+
+    #[test]
+    fn transcription_none_disables_caller_transcription() {
+        let c = Config {
+            transcription_model: "none".into(),
+            ..Config::default()
+        };
+        let input = c.session().audio.unwrap().input.unwrap();
+        assert!(input.transcription.is_none());
+    }
+}

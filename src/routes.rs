@@ -1,0 +1,151 @@
+//! HTTP handlers: the TwiML webhook, the Media Streams upgrade and `/health`.
+
+use std::collections::HashMap;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::app::AppState;
+use crate::bridge;
+use crate::twilio::twiml;
+
+/// Largest WebSocket message accepted from Twilio (a 20 ms frame is ~300 bytes), bytes.
+pub const MAX_TWILIO_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// `GET|POST /incoming-call`: TwiML that connects the call to `/media-stream`.
+///
+/// Twilio sends the call's parameters as a form (POST) or query (GET); `From` and `To` are passed
+/// on as `<Parameter>`s. Without `OPENAI_API_KEY` the answer is the fallback message and `<Hangup/>`.
+pub async fn incoming_call(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Response {
+    let params = form.map(|Form(p)| p).unwrap_or_default();
+    let config = &state.config;
+    let call_sid = params.get("CallSid").map(String::as_str).unwrap_or("-");
+    let body = if !config.openai_configured() {
+        warn!(call_sid, "incoming call answered with the fallback: OPENAI_API_KEY is not set");
+        twiml::say_and_hang_up(&config.fallback_message)
+    } else {
+        let url = stream_url(config.public_url.as_deref(), &headers, "/media-stream");
+        info!(call_sid, stream_url = %url, "incoming call");
+        let parameters: Vec<(&str, &str)> = ["From", "To"]
+            .into_iter()
+            .filter_map(|k| params.get(k).map(|v| (k, v.as_str())))
+            .collect();
+        twiml::connect_stream(
+            config.intro_message.as_deref(),
+            &url,
+            &parameters,
+            &config.fallback_message,
+        )
+    };
+    ([(header::CONTENT_TYPE, "text/xml")], body).into_response()
+}
+
+/// The `wss://…{path}` URL Twilio should open: from `PUBLIC_URL` when set, otherwise from the
+/// request's `Host` and `X-Forwarded-Proto` (`http` → `ws`, anything else → `wss`, as Twilio
+/// only opens `wss://` streams in production).
+pub fn stream_url(public_url: Option<&str>, headers: &HeaderMap, path: &str) -> String {
+    if let Some(base) = public_url {
+        let base = base.trim_end_matches('/');
+        return match base.split_once("://") {
+            Some(("http", rest)) => format!("ws://{rest}{path}"),
+            Some((_, rest)) => format!("wss://{rest}{path}"),
+            None => format!("wss://{base}{path}"),
+        };
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|p| p.split(',').next())
+        .map(str::trim);
+    let scheme = if proto == Some("http") { "ws" } else { "wss" };
+    format!("{scheme}://{host}{path}")
+}
+
+/// `GET /media-stream`: one Twilio Media Stream (one call) per WebSocket.
+pub async fn media_stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let calls = state.calls.clone();
+    ws.max_message_size(MAX_TWILIO_MESSAGE_BYTES)
+        .max_frame_size(MAX_TWILIO_MESSAGE_BYTES)
+        .on_upgrade(move |socket| calls.track_future(bridge::run_call(socket, state)))
+}
+
+/// Body of `GET /health`.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub uptime_s: u64,
+    /// RFC 3339.
+    pub timestamp: String,
+    pub connections: Connections,
+    pub errors: u64,
+    pub openai_configured: bool,
+}
+
+/// Calls in progress and since start.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Connections {
+    pub active: u64,
+    pub total: u64,
+}
+
+/// `GET /health`: liveness and counters for operators.
+pub async fn health(State(state): State<AppState>) -> Json<Health> {
+    let stats = &state.stats;
+    Json(Health {
+        status: "healthy".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_s: stats.uptime_s(),
+        timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        connections: Connections {
+            active: stats.active(),
+            total: stats.total(),
+        },
+        errors: stats.errors(),
+        openai_configured: state.config.openai_configured(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn stream_url_prefers_public_url_and_maps_schemes() {
+        let h = HeaderMap::new();
+        assert_eq!(
+            stream_url(Some("https://relay.example.com/"), &h, "/media-stream"),
+            "wss://relay.example.com/media-stream"
+        );
+        assert_eq!(
+            stream_url(Some("http://127.0.0.1:8080"), &h, "/media-stream"),
+            "ws://127.0.0.1:8080/media-stream"
+        );
+    }
+
+    #[test]
+    fn stream_url_from_forwarded_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("abc.ngrok.app"));
+        assert_eq!(stream_url(None, &h, "/media-stream"), "wss://abc.ngrok.app/media-stream");
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        assert_eq!(stream_url(None, &h, "/media-stream"), "ws://abc.ngrok.app/media-stream");
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert_eq!(stream_url(None, &h, "/media-stream"), "wss://abc.ngrok.app/media-stream");
+    }
+}

@@ -1,0 +1,92 @@
+//! TwiML documents we serve: the `<Connect><Stream>` answer and the no-assistant fallback.
+//!
+//! Follows `PROTOCOLS.md` § "TwiML" (twilio.com/docs/voice/twiml/stream): the stream URL is `wss://`
+//! without a query string; data rides in `<Parameter>`s; values are XML-escaped.
+
+use std::fmt::Write;
+
+/// Text that may appear in XML text or attribute values, escaped.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const HEADER: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
+
+/// `<Say>intro</Say>?<Connect><Stream url><Parameter…/></Stream></Connect><Say>fallback</Say>`.
+///
+/// `stream_url` is the `wss://…/media-stream` URL; `parameters` become `<Parameter name value>`
+/// (Twilio limits each to 500 characters; longer values are cut). The trailing `<Say>` is only
+/// played when the stream ends while the call is still up, e.g. the assistant was unreachable.
+pub fn connect_stream(
+    intro: Option<&str>,
+    stream_url: &str,
+    parameters: &[(&str, &str)],
+    fallback: &str,
+) -> String {
+    let mut xml = String::from(HEADER);
+    xml.push_str("<Response>");
+    if let Some(intro) = intro {
+        let _ = write!(xml, "<Say>{}</Say>", escape(intro));
+    }
+    let _ = write!(xml, r#"<Connect><Stream url="{}">"#, escape(stream_url));
+    for (name, value) in parameters {
+        let value: String = value.chars().take(500).collect();
+        let _ = write!(
+            xml,
+            r#"<Parameter name="{}" value="{}"/>"#,
+            escape(name),
+            escape(&value)
+        );
+    }
+    let _ = write!(
+        xml,
+        "</Stream></Connect><Say>{}</Say></Response>",
+        escape(fallback)
+    );
+    xml
+}
+
+/// `<Say>message</Say><Hangup/>`: for when no assistant can take the call.
+pub fn say_and_hang_up(message: &str) -> String {
+    format!(
+        "{HEADER}<Response><Say>{}</Say><Hangup/></Response>",
+        escape(message)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_parameter_values_stay_inside_their_attribute() {
+        let xml = connect_stream(
+            None,
+            "wss://h/media-stream",
+            &[("From", r#""/><Hangup/><x a=""#)],
+            "bye",
+        );
+        assert!(!xml.contains("<Hangup/>"), "{xml}");
+        assert!(xml.contains("&quot;/&gt;&lt;Hangup/&gt;"));
+    }
+
+    #[test]
+    fn intro_comes_before_connect_and_fallback_after() {
+        let xml = connect_stream(Some("Hi & welcome"), "wss://h/media-stream", &[], "Sorry");
+        let say = xml.find("<Say>Hi &amp; welcome</Say>").unwrap();
+        let connect = xml.find("<Connect>").unwrap();
+        let fallback = xml.find("</Connect><Say>Sorry</Say>").unwrap();
+        assert!(say < connect && connect < fallback);
+    }
+}

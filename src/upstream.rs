@@ -1,0 +1,113 @@
+//! Opening the Realtime API WebSocket: `ws://` or `wss://` (rustls, platform roots), bearer auth,
+//! `TCP_NODELAY`, a connect timeout, and HTTP refusals turned into errors that say why.
+//!
+//! Follows `PROTOCOLS.md` § "OpenAI Realtime API — GA only": `Authorization: Bearer KEY` only, no
+//! `OpenAI-Beta` header (the GA server rejects beta-shaped sessions).
+
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::config::Config;
+
+/// The upstream socket.
+pub type UpstreamSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Why the upstream socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("OPENAI_API_KEY is not set")]
+    NotConfigured,
+    #[error("no answer within {0} ms")]
+    Timeout(u64),
+    /// The server answered the upgrade with an HTTP error (401 bad key, 403, 429 rate limit, 5xx).
+    #[error("upgrade refused with HTTP {status}: {message}")]
+    Refused { status: u16, message: String },
+    #[error("invalid upstream URL or header: {0}")]
+    Request(String),
+    #[error("{0}")]
+    Connect(#[from] tokio_tungstenite::tungstenite::Error),
+}
+
+/// rustls needs one process-wide crypto provider; ring is the one compiled in.
+fn ensure_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Open the Realtime socket for `config` within `OPENAI_CONNECT_TIMEOUT_MS`.
+/// Returns the socket and how long the handshake took.
+pub async fn connect(config: &Config) -> Result<(UpstreamSocket, Duration), UpstreamError> {
+    ensure_crypto_provider();
+    let key = config
+        .openai_api_key
+        .as_ref()
+        .ok_or(UpstreamError::NotConfigured)?;
+    let mut request = config
+        .realtime_url()
+        .into_client_request()
+        .map_err(|e| UpstreamError::Request(e.to_string()))?;
+    let auth = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        .map_err(|_| UpstreamError::Request("OPENAI_API_KEY has characters not allowed in a header".into()))?;
+    request.headers_mut().insert("Authorization", auth);
+
+    let started = Instant::now();
+    let timeout = Duration::from_millis(config.openai_connect_timeout_ms);
+    let handshake = tokio_tungstenite::connect_async_tls_with_config(request, None, true, None);
+    match tokio::time::timeout(timeout, handshake).await {
+        Err(_) => Err(UpstreamError::Timeout(config.openai_connect_timeout_ms)),
+        Ok(Ok((socket, _response))) => Ok((socket, started.elapsed())),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+            let status = response.status().as_u16();
+            let body = response.body().as_deref().unwrap_or_default();
+            Err(UpstreamError::Refused {
+                status,
+                message: error_message(body),
+            })
+        }
+        Ok(Err(e)) => Err(UpstreamError::Connect(e)),
+    }
+}
+
+/// The `error.message` of an OpenAI error body, or the body itself (cut to 200 bytes).
+fn error_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        error: crate::realtime::server::ApiError,
+    }
+    match serde_json::from_slice::<Body>(body) {
+        Ok(b) => b.error.message,
+        Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_bodies_yield_their_message() {
+        let body = br#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#;
+        assert_eq!(error_message(body), "Incorrect API key provided");
+        assert_eq!(error_message(b"Bad Gateway"), "Bad Gateway");
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_connect_error_not_a_hang() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let config = Config {
+            openai_api_key: Some("sk-test".into()),
+            openai_realtime_url: format!("ws://{addr}/v1/realtime"),
+            ..Config::default()
+        };
+        assert!(matches!(connect(&config).await, Err(UpstreamError::Connect(_))));
+    }
+}
