@@ -82,3 +82,44 @@ pub async fn serve(
     state.calls.wait().await;
     Ok(())
 }
+
+/// `serve`: validate `config`, bind `HOST:PORT`, serve until SIGTERM/SIGINT.
+pub async fn run_server(config: Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let config = config.validate()?;
+    if config.openai_configured() {
+        info!(url = %config.realtime_url(), model = %config.openai_model, "calls will be bridged to the Realtime API");
+    } else {
+        tracing::warn!("OPENAI_API_KEY is not set: calls will hear the fallback message and be hung up");
+    }
+    tokio::fs::create_dir_all(&config.transcript_dir)
+        .await
+        .with_context(|| format!("TRANSCRIPT_DIR: cannot create {}", config.transcript_dir.display()))?;
+    let addr = format!("{}:{}", config.host, config.port);
+    let listener = TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("HOST/PORT: cannot listen on {addr}"))?;
+    info!(addr = %listener.local_addr()?, "listening; point your Twilio number's voice webhook at https://<public host>/incoming-call");
+    serve(listener, AppState::new(config), shutdown_signal()).await?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Fly, Render and Docker send).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

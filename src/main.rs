@@ -1,1 +1,73 @@
-fn main() {}
+//! `twilio-realtime-relay`: parse the command line, set up tracing, dispatch the subcommand.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use twilio_realtime_relay::config::{Config, LogFormat};
+use twilio_realtime_relay::{app, demo, fake_openai, sim, telemetry};
+
+/// Puts an OpenAI Realtime voice assistant on a Twilio phone number.
+#[derive(Parser)]
+#[command(name = "twilio-realtime-relay", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no subcommand: `serve` with these options.
+    #[command(flatten)]
+    serve: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay server (the default).
+    Serve(Config),
+    /// Simulate a Twilio call against a relay's /media-stream.
+    Call(sim::CallArgs),
+    /// Run a local stand-in for the OpenAI Realtime API.
+    FakeOpenai(fake_openai::FakeOpenAiArgs),
+    /// Stand-in + relay + a simulated call in one process; prints the transcript.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    // A missing .env is normal; a broken one is reported by the values it fails to set.
+    let _ = dotenvy::dotenv();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            None => serve(cli.serve).await,
+            Some(Command::Serve(config)) => serve(config).await,
+            Some(Command::Call(args)) => {
+                telemetry::init(LogFormat::Text);
+                sim::main(args).await
+            }
+            Some(Command::FakeOpenai(args)) => {
+                telemetry::init(LogFormat::Text);
+                fake_openai::main(args).await
+            }
+            Some(Command::Demo(args)) => {
+                telemetry::init(args.config.log_format);
+                demo::run(args).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    telemetry::init(config.log_format);
+    app::run_server(config).await
+}

@@ -119,6 +119,19 @@ async fn supervise(socket: WebSocket, app: AppState) {
         None => close_within_a_second(twilio_tx.close()).await,
         Some(Err(e)) => {
             app.stats.error();
+            // Twilio's `start` follows the upgrade at once: wait for it briefly so the failure
+            // is logged under the call's SID and leaves a transcript saying what happened.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while inbound.call.is_none() {
+                    match twilio_rx.next().await {
+                        Some(Ok(msg)) => {
+                            inbound.on_message(msg).await;
+                        }
+                        _ => break,
+                    }
+                }
+            })
+            .await;
             error!(error = %e, "could not open the Realtime API session; closing the stream so Twilio plays the fallback");
             ctx.end(EndReason::UpstreamError);
             close_within_a_second(twilio_tx.close()).await;

@@ -1,1 +1,230 @@
-//! The `fake-openai` subcommand: a local stand-in for the OpenAI Realtime API (GA).
+//! The `fake-openai` subcommand: a local stand-in for the OpenAI Realtime API (GA) over plain `ws://`.
+//!
+//! Speaks the GA event shapes of `PROTOCOLS.md` § "OpenAI Realtime API — GA only" with the typed
+//! [`crate::realtime`] events: `session.created`/`updated`, an energy VAD ([`vad`]) that emits
+//! `input_audio_buffer.speech_started`/`stopped`/`committed`, placeholder caller transcription, and
+//! audio responses paced faster than real time. Two modes:
+//! - [`Mode::Parrot`]: the reply to each caller utterance is that utterance's audio; a text message
+//!   plus `response.create` (a greeting) gets a 1.2 s tone. Barge-in cancels, truncation is
+//!   checked against the audio generated, as on the real API.
+//! - [`Mode::EchoFrames`]: every `input_audio_buffer.append` comes straight back as one
+//!   `response.output_audio.delta` (load tests: no VAD, no recording of audio).
+//!
+//! # Layout
+//! - `conn`: the WebSocket upgrade (recording, refusal) and the read/tick loop.
+//! - `session`: one connection's state machine (client events in, server event frames out).
+//! - `turns`: caller audio through the VAD to commits, transcription and replies; the echo.
+//! - `items`: conversation item acks and truncation.
+//! - `respond`: responses: paced 100 ms chunks, completion, cancellation, the greeting tone.
+//! - `config`: session defaults and `session.update` merging.
+//! - `vad`: the energy VAD and its threshold mapping.
+//! - `recorder`: [`ConnectionLog`]s for tests.
+
+mod config;
+mod conn;
+mod items;
+mod recorder;
+mod respond;
+mod session;
+mod turns;
+mod vad;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use recorder::ConnectionLog;
+use recorder::Recorder;
+
+/// How the stand-in answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    /// Energy VAD and turns; each reply replays the caller's last utterance (μ-law, 8 kHz).
+    #[default]
+    Parrot,
+    /// Echo every appended frame at once as an audio delta, with the same base64 payload.
+    EchoFrames,
+}
+
+/// Behaviour of a stand-in server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeOptions {
+    /// Parrot (turns and replies) or echo-frames (load tests).
+    pub mode: Mode,
+    /// Refuse every upgrade with this HTTP status (e.g. 401) and the API's `invalid_api_key` JSON body.
+    pub reject_status: Option<u16>,
+    /// Speed of response audio relative to real time: 4.0 sends a 100 ms chunk every 25 ms;
+    /// `f64::INFINITY` sends them back to back.
+    pub pace: f64,
+}
+
+impl Default for FakeOptions {
+    fn default() -> Self {
+        FakeOptions {
+            mode: Mode::Parrot,
+            reject_status: None,
+            pace: 4.0,
+        }
+    }
+}
+
+/// A stand-in serving on `127.0.0.1:<ephemeral port>` in a background task, with a recorder.
+/// Clones share the server; it stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct FakeOpenAi {
+    /// The bound address.
+    pub addr: SocketAddr,
+    recorder: Recorder,
+    _stop_on_drop: Arc<DropGuard>,
+}
+
+impl FakeOpenAi {
+    /// Bind `127.0.0.1:0` and serve in a background task.
+    ///
+    /// # Errors
+    /// Binding the listener fails.
+    pub async fn spawn(opts: FakeOptions) -> anyhow::Result<FakeOpenAi> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the Realtime stand-in to 127.0.0.1:0")?;
+        let addr = listener.local_addr().context("stand-in local address")?;
+        let recorder = Recorder::new();
+        let shutdown = CancellationToken::new();
+        let serving = serve_recorded(listener, opts, shutdown.clone(), Some(recorder.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = serving.await {
+                warn!(error = %e, "Realtime stand-in stopped");
+            }
+        });
+        Ok(FakeOpenAi {
+            addr,
+            recorder,
+            _stop_on_drop: Arc::new(shutdown.drop_guard()),
+        })
+    }
+
+    /// The URL to point the relay at: `ws://127.0.0.1:PORT/v1/realtime` (add `?model=…` as usual).
+    pub fn url(&self) -> String {
+        format!("ws://{}/v1/realtime", self.addr)
+    }
+
+    /// A snapshot of every connection so far (refused upgrades included), in arrival order.
+    pub fn connections(&self) -> Vec<ConnectionLog> {
+        self.recorder.snapshot()
+    }
+
+    /// Wait until `f` holds for the connection logs; re-checked on every recorded change (no polling).
+    /// Returns `false` if `timeout` passes first.
+    pub async fn wait_for<F: Fn(&[ConnectionLog]) -> bool>(&self, timeout: Duration, f: F) -> bool {
+        self.recorder.wait_for(timeout, f).await
+    }
+}
+
+/// Serve the stand-in on an already-bound listener until `shutdown` fires, then close every
+/// connection and wait for them. Nothing is recorded (use [`FakeOpenAi`] for that).
+///
+/// # Errors
+/// None today; the `Result` leaves room for fatal listener errors.
+pub async fn serve(
+    listener: TcpListener,
+    opts: FakeOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    serve_recorded(listener, opts, shutdown, None).await
+}
+
+async fn serve_recorded(
+    listener: TcpListener,
+    opts: FakeOptions,
+    shutdown: CancellationToken,
+    recorder: Option<Recorder>,
+) -> anyhow::Result<()> {
+    let opts = Arc::new(opts);
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                // Small frames both ways: latency matters more than packet count.
+                let _ = stream.set_nodelay(true);
+                tracker.spawn(conn::handle(
+                    stream,
+                    peer,
+                    opts.clone(),
+                    recorder.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => {
+                // Usually out of file descriptors under load: back off instead of spinning.
+                warn!(error = %e, "stand-in accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+/// `fake-openai` command line.
+#[derive(clap::Args, Debug, Clone)]
+pub struct FakeOpenAiArgs {
+    /// Address to listen on.
+    #[arg(long, env = "FAKE_OPENAI_ADDR", default_value = "127.0.0.1:9090")]
+    pub addr: SocketAddr,
+    /// `parrot` (VAD + replies that replay the caller) or `echo-frames` (load tests).
+    #[arg(long, value_enum, default_value_t = Mode::Parrot)]
+    pub mode: Mode,
+    /// Response audio speed relative to real time (4 = a 100 ms chunk every 25 ms).
+    #[arg(long, default_value_t = 4.0)]
+    pub pace: f64,
+    /// Refuse every upgrade with this HTTP status (e.g. 401) to exercise the relay's error path.
+    #[arg(long)]
+    pub reject_status: Option<u16>,
+}
+
+/// Run the stand-in until Ctrl-C.
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn main(args: FakeOpenAiArgs) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("binding the Realtime stand-in to {}", args.addr))?;
+    let addr = listener.local_addr().context("stand-in local address")?;
+    info!(
+        url = %format!("ws://{addr}/v1/realtime"),
+        mode = ?args.mode,
+        pace = args.pace,
+        "Realtime stand-in listening; set OPENAI_REALTIME_URL to this url"
+    );
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => on_signal.cancel(),
+            Err(e) => warn!(error = %e, "cannot listen for Ctrl-C; stop the stand-in another way"),
+        }
+    });
+    let opts = FakeOptions {
+        mode: args.mode,
+        reject_status: args.reject_status,
+        pace: args.pace,
+    };
+    serve(listener, opts, shutdown).await?;
+    info!("Realtime stand-in stopped");
+    Ok(())
+}

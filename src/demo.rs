@@ -1,0 +1,108 @@
+//! The `demo` subcommand: the whole call path in one process, offline by default.
+//!
+//! Starts the Realtime stand-in (or uses the real API when `OPENAI_API_KEY` is set), the relay on
+//! a free loopback port and a simulated Twilio call with the bundled caller clips; prints the
+//! call's transcript and writes what the caller heard to `demo-reply.wav`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{self, AppState};
+use crate::config::Config;
+use crate::fake_openai::{FakeOpenAi, FakeOptions};
+use crate::sim::{self, CallOptions};
+use crate::transcript::{Role, Transcript};
+use crate::wav;
+
+/// The bundled caller clips (8 kHz μ-law WAV), compiled in so the demo runs from any directory.
+const BUNDLED_CLIPS: [(&str, &[u8]); 2] = [
+    ("assets/caller-hello.wav", include_bytes!("../assets/caller-hello.wav")),
+    ("assets/caller-question.wav", include_bytes!("../assets/caller-question.wav")),
+];
+
+/// Options of `demo`; every `serve` option applies to the relay it starts.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub config: Config,
+    /// Caller clips to say (WAV: 8 kHz μ-law or 16-bit PCM); default: the bundled samples.
+    #[arg(long = "audio", value_name = "FILE")]
+    pub audio: Vec<PathBuf>,
+    /// Where to write what the caller heard (8 kHz 16-bit PCM WAV).
+    #[arg(long, default_value = "demo-reply.wav")]
+    pub out: PathBuf,
+}
+
+/// Run the demo call; errors if the relay, the stand-in or the call fails, or no reply is heard.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let mut config = args.config.validate()?;
+    let _fake = if config.openai_configured() {
+        println!("Using the OpenAI Realtime API at {}", config.realtime_url());
+        None
+    } else {
+        let fake = FakeOpenAi::spawn(FakeOptions::default()).await?;
+        println!("No OPENAI_API_KEY: using the local Realtime stand-in at {}", fake.url());
+        config.openai_realtime_url = fake.url();
+        config.openai_api_key = Some("sk-offline-demo".into());
+        Some(fake)
+    };
+    let transcript_dir = config.transcript_dir.clone();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(config);
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(app::serve(listener, state, stop.clone().cancelled_owned()));
+
+    let clips = load_clips(&args.audio)?;
+    let mut call = CallOptions::new(format!("ws://{addr}/media-stream"), clips);
+    call.params = vec![
+        ("From".into(), "+15550100001".into()),
+        ("To".into(), "+15550100002".into()),
+    ];
+    println!("Calling the relay at ws://{addr}/media-stream …");
+    let report = sim::run(call).await.context("the simulated call failed")?;
+
+    // Shutting the server down waits for the call's tasks, so the transcript is final.
+    stop.cancel();
+    server.await.context("relay task")??;
+
+    let path = transcript_dir.join(format!("{}.json", report.call_sid));
+    let transcript: Transcript = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))?;
+    println!("\nTranscript ({}):", path.display());
+    for turn in &transcript.turns {
+        let who = match turn.role {
+            Role::Caller => "Caller",
+            Role::Assistant => "Assistant",
+        };
+        let cut = match turn.heard_ms {
+            Some(ms) if turn.interrupted => format!("  [interrupted after {ms} ms]"),
+            _ => String::new(),
+        };
+        println!("  {who}: {}{cut}", turn.text);
+    }
+    println!("\n{}", report.summary());
+    if report.heard.is_empty() {
+        bail!("the assistant never answered: no audio reached the simulated caller");
+    }
+    wav::write_pcm16(&args.out, &report.heard)?;
+    println!("What the caller heard: {}", args.out.display());
+    Ok(())
+}
+
+fn load_clips(paths: &[PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
+    if paths.is_empty() {
+        return BUNDLED_CLIPS
+            .iter()
+            .map(|(name, bytes)| wav::decode_wav(bytes).with_context(|| name.to_string()))
+            .collect();
+    }
+    paths.iter().map(|p| wav::read_ulaw(p)).collect()
+}

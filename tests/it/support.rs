@@ -1,0 +1,126 @@
+//! Shared test helpers: spawn the app on port 0 with every upstream pointed at a local fake.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use twilio_realtime_relay::app::{self, AppState};
+use twilio_realtime_relay::config::Config;
+use twilio_realtime_relay::fake_openai::{FakeOpenAi, FakeOptions};
+use twilio_realtime_relay::wav;
+
+/// A relay serving on a free loopback port, writing transcripts to a temporary directory.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub dir: TempDir,
+    stop: CancellationToken,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Start the relay with `config` (its transcript directory replaced by a temporary one).
+pub async fn spawn_app(mut config: Config) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    config.transcript_dir = dir.path().to_path_buf();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let state = AppState::new(config);
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(app::serve(
+        listener,
+        state.clone(),
+        stop.clone().cancelled_owned(),
+    ));
+    TestApp {
+        addr,
+        state,
+        dir,
+        stop,
+        server: Some(server),
+    }
+}
+
+/// A stand-in plus a relay pointed at it with a dummy key; `tweak` adjusts the config.
+pub async fn spawn_with_fake(
+    opts: FakeOptions,
+    tweak: impl FnOnce(&mut Config),
+) -> (TestApp, FakeOpenAi) {
+    let fake = FakeOpenAi::spawn(opts).await.expect("stand-in");
+    let mut config = Config {
+        openai_api_key: Some("sk-test-key".into()),
+        openai_realtime_url: fake.url(),
+        ..Config::default()
+    };
+    tweak(&mut config);
+    (spawn_app(config).await, fake)
+}
+
+impl TestApp {
+    /// `ws://…/media-stream` of this relay.
+    pub fn media_url(&self) -> String {
+        format!("ws://{}/media-stream", self.addr)
+    }
+
+    /// Send one HTTP request through the same router; returns status, headers and body text.
+    pub async fn request(&self, req: Request<Body>) -> (StatusCode, HeaderMap, String) {
+        let response = app::build_router(self.state.clone())
+            .oneshot(req)
+            .await
+            .expect("router is infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        (status, headers, String::from_utf8(body.to_vec()).expect("utf-8 body"))
+    }
+
+    /// Wait (at most 10 s) until every call task has finished: transcripts written, counters final.
+    pub async fn calls_finished(&self) {
+        self.state.calls.close();
+        tokio::time::timeout(Duration::from_secs(10), self.state.calls.wait())
+            .await
+            .expect("call tasks did not finish within 10 s");
+        self.state.calls.reopen();
+    }
+
+    /// The transcript file of `call_sid`, parsed.
+    pub fn transcript(&self, call_sid: &str) -> serde_json::Value {
+        let path = self.dir.path().join(format!("{call_sid}.json"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_slice(&bytes).expect("transcript is JSON")
+    }
+
+    /// Stop the server and wait for it.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server");
+        }
+    }
+}
+
+/// A bundled caller clip as 8 kHz μ-law.
+pub fn clip(name: &str) -> Vec<u8> {
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "assets", name].iter().collect();
+    wav::read_ulaw(&path).expect("bundled clip")
+}
+
+/// Simulator options tuned for tests: shorter quiet gaps, same protocol behaviour.
+pub fn call_options(app: &TestApp, clips: Vec<Vec<u8>>) -> twilio_realtime_relay::sim::CallOptions {
+    let mut opts = twilio_realtime_relay::sim::CallOptions::new(app.media_url(), clips);
+    opts.quiet_ms = 600;
+    opts.reply_timeout_ms = 8_000;
+    opts.max_call_ms = 40_000;
+    opts.params = vec![
+        ("From".into(), "+15550001111".into()),
+        ("To".into(), "+15550002222".into()),
+    ];
+    opts
+}
