@@ -90,11 +90,18 @@ pub async fn run_server(config: Config) -> anyhow::Result<()> {
     if config.openai_configured() {
         info!(url = %config.realtime_url(), model = %config.openai_model, "calls will be bridged to the Realtime API");
     } else {
-        tracing::warn!("OPENAI_API_KEY is not set: calls will hear the fallback message and be hung up");
+        tracing::warn!(
+            "OPENAI_API_KEY is not set: calls will hear the fallback message and be hung up"
+        );
     }
     tokio::fs::create_dir_all(&config.transcript_dir)
         .await
-        .with_context(|| format!("TRANSCRIPT_DIR: cannot create {}", config.transcript_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "TRANSCRIPT_DIR: cannot create {}",
+                config.transcript_dir.display()
+            )
+        })?;
     let addr = format!("{}:{}", config.host, config.port);
     let listener = TcpListener::bind(&addr)
         .await

@@ -113,7 +113,11 @@ pub struct Config {
     #[arg(long, env = "VAD_SILENCE_DURATION_MS", default_value_t = 500)]
     pub vad_silence_duration_ms: u32,
     /// Caller transcription model; `none` disables caller transcription.
-    #[arg(long, env = "TRANSCRIPTION_MODEL", default_value = "gpt-4o-mini-transcribe")]
+    #[arg(
+        long,
+        env = "TRANSCRIPTION_MODEL",
+        default_value = "gpt-4o-mini-transcribe"
+    )]
     pub transcription_model: String,
     /// Directory of `{CallSid}.json` transcripts.
     #[arg(long, env = "TRANSCRIPT_DIR", default_value = "./transcripts")]
@@ -210,7 +214,10 @@ impl Config {
         } else {
             '?'
         };
-        format!("{}{sep}model={}", self.openai_realtime_url, self.openai_model)
+        format!(
+            "{}{sep}model={}",
+            self.openai_realtime_url, self.openai_model
+        )
     }
 
     /// The `session` for `session.update` (PROTOCOLS.md § OpenAI Realtime, client events).
@@ -229,12 +236,11 @@ impl Config {
                 interrupt_response: Some(true),
             },
         };
-        let transcription = (!self.transcription_model.eq_ignore_ascii_case("none")).then(|| {
-            InputTranscription {
+        let transcription =
+            (!self.transcription_model.eq_ignore_ascii_case("none")).then(|| InputTranscription {
                 model: self.transcription_model.clone(),
                 language: None,
-            }
-        });
+            });
         Session {
             kind: SessionKind::Realtime,
             model: Some(self.openai_model.clone()),
@@ -293,7 +299,10 @@ mod tests {
         assert_eq!(c.port, 8080);
         assert_eq!(c.host, "0.0.0.0");
         assert_eq!(c.openai_realtime_url, "wss://api.openai.com/v1/realtime");
-        assert_eq!(c.realtime_url(), "wss://api.openai.com/v1/realtime?model=gpt-realtime");
+        assert_eq!(
+            c.realtime_url(),
+            "wss://api.openai.com/v1/realtime?model=gpt-realtime"
+        );
         assert_eq!(c.voice, "marin");
         assert_eq!(c.vad_threshold, 0.5);
         assert_eq!(c.transcription_model, "gpt-4o-mini-transcribe");
@@ -313,9 +322,15 @@ mod tests {
 
     #[test]
     fn invalid_values_name_their_variable() {
-        assert!(parse_threshold("1.5").unwrap_err().contains("VAD_THRESHOLD"));
-        assert!(parse_ws_url("http://x").unwrap_err().contains("OPENAI_REALTIME_URL"));
-        assert!(parse_public_url("relay.example.com").unwrap_err().contains("PUBLIC_URL"));
+        assert!(parse_threshold("1.5")
+            .unwrap_err()
+            .contains("VAD_THRESHOLD"));
+        assert!(parse_ws_url("http://x")
+            .unwrap_err()
+            .contains("OPENAI_REALTIME_URL"));
+        assert!(parse_public_url("relay.example.com")
+            .unwrap_err()
+            .contains("PUBLIC_URL"));
     }
 
     #[test]

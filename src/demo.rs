@@ -20,8 +20,14 @@ use crate::wav;
 
 /// The bundled caller clips (8 kHz μ-law WAV), compiled in so the demo runs from any directory.
 const BUNDLED_CLIPS: [(&str, &[u8]); 2] = [
-    ("assets/caller-hello.wav", include_bytes!("../assets/caller-hello.wav")),
-    ("assets/caller-question.wav", include_bytes!("../assets/caller-question.wav")),
+    (
+        "assets/caller-hello.wav",
+        include_bytes!("../assets/caller-hello.wav"),
+    ),
+    (
+        "assets/caller-question.wav",
+        include_bytes!("../assets/caller-question.wav"),
+    ),
 ];
 
 /// Options of `demo`; every `serve` option applies to the relay it starts.
@@ -32,6 +38,9 @@ pub struct DemoArgs {
     /// Caller clips to say (WAV: 8 kHz μ-law or 16-bit PCM); default: the bundled samples.
     #[arg(long = "audio", value_name = "FILE")]
     pub audio: Vec<PathBuf>,
+    /// Barge in: start the next clip this many ms after a reply starts playing.
+    #[arg(long, value_name = "MS")]
+    pub interrupt_after_ms: Option<u64>,
     /// Where to write what the caller heard (8 kHz 16-bit PCM WAV).
     #[arg(long, default_value = "demo-reply.wav")]
     pub out: PathBuf,
@@ -45,7 +54,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         None
     } else {
         let fake = FakeOpenAi::spawn(FakeOptions::default()).await?;
-        println!("No OPENAI_API_KEY: using the local Realtime stand-in at {}", fake.url());
+        println!(
+            "No OPENAI_API_KEY: using the local Realtime stand-in at {}",
+            fake.url()
+        );
         config.openai_realtime_url = fake.url();
         config.openai_api_key = Some("sk-offline-demo".into());
         Some(fake)
@@ -60,6 +72,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let clips = load_clips(&args.audio)?;
     let mut call = CallOptions::new(format!("ws://{addr}/media-stream"), clips);
+    call.interrupt_after_ms = args.interrupt_after_ms;
     call.params = vec![
         ("From".into(), "+15550100001".into()),
         ("To".into(), "+15550100002".into()),

@@ -24,18 +24,18 @@
 //! - [`demo`]: the `demo` subcommand: stand-in + relay + simulated call in one process.
 #![forbid(unsafe_code)]
 
-pub mod audio;
-pub mod realtime;
-pub mod twilio;
-pub mod fake_openai;
-pub mod sim;
-pub mod wav;
 pub mod app;
+pub mod audio;
 pub mod bridge;
 pub mod config;
+pub mod demo;
+pub mod fake_openai;
+pub mod realtime;
 pub mod routes;
+pub mod sim;
 pub mod stats;
 pub mod telemetry;
 pub mod transcript;
+pub mod twilio;
 pub mod upstream;
-pub mod demo;
+pub mod wav;

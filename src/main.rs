@@ -8,7 +8,11 @@ use twilio_realtime_relay::{app, demo, fake_openai, sim, telemetry};
 
 /// Puts an OpenAI Realtime voice assistant on a Twilio phone number.
 #[derive(Parser)]
-#[command(name = "twilio-realtime-relay", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "twilio-realtime-relay",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

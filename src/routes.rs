@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::rejection::FormRejection;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Form, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -31,7 +31,10 @@ pub async fn incoming_call(
     let config = &state.config;
     let call_sid = params.get("CallSid").map(String::as_str).unwrap_or("-");
     let body = if !config.openai_configured() {
-        warn!(call_sid, "incoming call answered with the fallback: OPENAI_API_KEY is not set");
+        warn!(
+            call_sid,
+            "incoming call answered with the fallback: OPENAI_API_KEY is not set"
+        );
         twiml::say_and_hang_up(&config.fallback_message)
     } else {
         let url = stream_url(config.public_url.as_deref(), &headers, "/media-stream");
@@ -142,10 +145,19 @@ mod tests {
     fn stream_url_from_forwarded_headers() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("abc.ngrok.app"));
-        assert_eq!(stream_url(None, &h, "/media-stream"), "wss://abc.ngrok.app/media-stream");
+        assert_eq!(
+            stream_url(None, &h, "/media-stream"),
+            "wss://abc.ngrok.app/media-stream"
+        );
         h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-        assert_eq!(stream_url(None, &h, "/media-stream"), "ws://abc.ngrok.app/media-stream");
+        assert_eq!(
+            stream_url(None, &h, "/media-stream"),
+            "ws://abc.ngrok.app/media-stream"
+        );
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        assert_eq!(stream_url(None, &h, "/media-stream"), "wss://abc.ngrok.app/media-stream");
+        assert_eq!(
+            stream_url(None, &h, "/media-stream"),
+            "wss://abc.ngrok.app/media-stream"
+        );
     }
 }

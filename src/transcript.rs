@@ -99,10 +99,12 @@ impl Transcript {
 
     /// Record that the caller barged in after hearing `heard_ms` of assistant item `item_id`.
     pub fn interrupt(&mut self, item_id: &str, heard_ms: u64) {
-        let turn = self
-            .pending
-            .get_mut(item_id)
-            .or_else(|| self.turns.iter_mut().rev().find(|t| t.role == Role::Assistant));
+        let turn = self.pending.get_mut(item_id).or_else(|| {
+            self.turns
+                .iter_mut()
+                .rev()
+                .find(|t| t.role == Role::Assistant)
+        });
         if let Some(turn) = turn {
             turn.interrupted = true;
             turn.heard_ms = Some(heard_ms);
@@ -140,7 +142,9 @@ impl Transcript {
     }
 
     fn insert(&mut self, turn: Turn) {
-        let at = self.turns.partition_point(|t| t.started_at <= turn.started_at);
+        let at = self
+            .turns
+            .partition_point(|t| t.started_at <= turn.started_at);
         self.turns.insert(at, turn);
     }
 
@@ -195,7 +199,10 @@ mod tests {
         assert!(t.complete("item_2", Role::Assistant, "Hi there"));
         assert!(t.complete("item_1", Role::Caller, " Hello "));
         let roles: Vec<_> = t.turns.iter().map(|x| (x.role, x.text.as_str())).collect();
-        assert_eq!(roles, [(Role::Caller, "Hello"), (Role::Assistant, "Hi there")]);
+        assert_eq!(
+            roles,
+            [(Role::Caller, "Hello"), (Role::Assistant, "Hi there")]
+        );
     }
 
     #[test]

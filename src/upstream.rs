@@ -53,8 +53,9 @@ pub async fn connect(config: &Config) -> Result<(UpstreamSocket, Duration), Upst
         .realtime_url()
         .into_client_request()
         .map_err(|e| UpstreamError::Request(e.to_string()))?;
-    let auth = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-        .map_err(|_| UpstreamError::Request("OPENAI_API_KEY has characters not allowed in a header".into()))?;
+    let auth = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
+        UpstreamError::Request("OPENAI_API_KEY has characters not allowed in a header".into())
+    })?;
     request.headers_mut().insert("Authorization", auth);
 
     let started = Instant::now();
@@ -108,6 +109,9 @@ mod tests {
             openai_realtime_url: format!("ws://{addr}/v1/realtime"),
             ..Config::default()
         };
-        assert!(matches!(connect(&config).await, Err(UpstreamError::Connect(_))));
+        assert!(matches!(
+            connect(&config).await,
+            Err(UpstreamError::Connect(_))
+        ));
     }
 }

@@ -230,7 +230,9 @@ mod tests {
 
     fn sine(rate: u32, hz: f32, secs: f32, amplitude: f32) -> Vec<i16> {
         (0..(rate as f32 * secs) as usize)
-            .map(|n| (amplitude * (std::f32::consts::TAU * hz * n as f32 / rate as f32).sin()) as i16)
+            .map(|n| {
+                (amplitude * (std::f32::consts::TAU * hz * n as f32 / rate as f32).sin()) as i16
+            })
             .collect()
     }
 
@@ -269,11 +271,20 @@ mod tests {
         assert_eq!(ulaw.len(), tone.len() / 2);
         let pcm = audio::decode(&ulaw);
         let (expected, got) = (rms(&tone), rms(&pcm[400..pcm.len() - 400]));
-        assert!((got / expected - 1.0).abs() < 0.05, "rms {got} vs {expected}");
+        assert!(
+            (got / expected - 1.0).abs() < 0.05,
+            "rms {got} vs {expected}"
+        );
         // The resampler's delay is trimmed: the output is in phase with the same tone made at 8 kHz.
         let reference = sine(8000, 440.0, 1.0, 8000.0);
-        let diff: Vec<i16> = (400..pcm.len() - 400).map(|i| pcm[i] - reference[i]).collect();
-        assert!(rms(&diff) < expected * 0.05, "misaligned by rms {}", rms(&diff));
+        let diff: Vec<i16> = (400..pcm.len() - 400)
+            .map(|i| pcm[i] - reference[i])
+            .collect();
+        assert!(
+            rms(&diff) < expected * 0.05,
+            "misaligned by rms {}",
+            rms(&diff)
+        );
     }
 
     #[test]
@@ -305,7 +316,10 @@ mod tests {
         writer.write_sample(1i32).unwrap();
         writer.finalize().unwrap();
         let message = format!("{:#}", read_ulaw(&path).unwrap_err());
-        assert!(message.starts_with(&path.display().to_string()), "{message}");
+        assert!(
+            message.starts_with(&path.display().to_string()),
+            "{message}"
+        );
         assert!(message.contains("24-bit PCM is not supported"), "{message}");
 
         let text = dir.path().join("notes.wav");
@@ -317,7 +331,9 @@ mod tests {
     #[test]
     fn shipped_assets_are_short_8k_ulaw_speech() {
         for name in ["caller-hello.wav", "caller-question.wav"] {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join(name);
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("assets")
+                .join(name);
             let ulaw = read_ulaw(&path).unwrap();
             let ms = ulaw.len() / audio::BYTES_PER_MS;
             assert!((1500..=3000).contains(&ms), "{name}: {ms} ms");

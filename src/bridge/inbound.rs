@@ -63,7 +63,10 @@ impl Inbound {
         let text = match msg {
             Message::Text(text) => text,
             Message::Binary(bytes) => {
-                self.ignore(&format!("binary frame of {} bytes (Twilio sends JSON text)", bytes.len()));
+                self.ignore(&format!(
+                    "binary frame of {} bytes (Twilio sends JSON text)",
+                    bytes.len()
+                ));
                 return Step::Continue;
             }
             Message::Close(_) => return Step::Closed,
@@ -93,7 +96,9 @@ impl Inbound {
                 let _ = self.to_outbound.send(echo).await;
                 Step::Continue
             }
-            TwilioEvent::Start { stream_sid, start, .. } => {
+            TwilioEvent::Start {
+                stream_sid, start, ..
+            } => {
                 let span = tracing::Span::current();
                 span.record("call_sid", start.call_sid.as_str());
                 span.record("stream_sid", &*stream_sid);

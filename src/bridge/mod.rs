@@ -47,7 +47,10 @@ pub(crate) struct CallInfo {
 pub(crate) enum ToOutbound {
     Started(CallInfo),
     /// Twilio echoed a mark; `at` is when the echo arrived.
-    MarkEchoed { name: String, at: Instant },
+    MarkEchoed {
+        name: String,
+        at: Instant,
+    },
 }
 
 /// What both tasks of a call share.
@@ -137,7 +140,10 @@ async fn supervise(socket: WebSocket, app: AppState) {
             close_within_a_second(twilio_tx.close()).await;
         }
         Some(Ok((socket, took))) => {
-            info!(connect_ms = took.as_millis() as u64, "Realtime API connected");
+            info!(
+                connect_ms = took.as_millis() as u64,
+                "Realtime API connected"
+            );
             let (mut upstream_tx, upstream_rx) = socket.split();
             let session = ClientEvent::SessionUpdate {
                 session: Box::new(app.config.session()),
@@ -169,9 +175,9 @@ async fn supervise(socket: WebSocket, app: AppState) {
                         .instrument(span.clone()),
                 );
                 let out = Outbound::new(ctx.clone(), twilio_tx, to_upstream);
-                let outbound_task =
-                    app.calls
-                        .spawn(outbound::run(out, upstream_rx, from_inbound).instrument(span));
+                let outbound_task = app
+                    .calls
+                    .spawn(outbound::run(out, upstream_rx, from_inbound).instrument(span));
                 let (inbound_done, outbound_done) = tokio::join!(inbound_task, outbound_task);
                 match outbound_done {
                     Ok(out) => {

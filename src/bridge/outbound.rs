@@ -108,16 +108,26 @@ impl Outbound {
                 self.maybe_greet().await;
             }
             ServerEvent::InputTranscriptionCompleted {
-                item_id, transcript, ..
-            } => self.complete_turn(&item_id, Role::Caller, &transcript).await,
+                item_id,
+                transcript,
+                ..
+            } => {
+                self.complete_turn(&item_id, Role::Caller, &transcript)
+                    .await
+            }
             ServerEvent::OutputTranscriptDelta { item_id, delta, .. } => {
                 if let Some(t) = self.transcript.as_mut() {
                     t.append(&item_id, Role::Assistant, &delta);
                 }
             }
             ServerEvent::OutputTranscriptDone {
-                item_id, transcript, ..
-            } => self.complete_turn(&item_id, Role::Assistant, &transcript).await,
+                item_id,
+                transcript,
+                ..
+            } => {
+                self.complete_turn(&item_id, Role::Assistant, &transcript)
+                    .await
+            }
             ServerEvent::InputTranscriptionFailed { item_id, error } => {
                 warn!(%item_id, message = %error.message, "caller transcription failed");
             }
@@ -204,8 +214,10 @@ impl Outbound {
         }
         self.greeted = true;
         let prompt = format!("Greet the caller by saying exactly: \"{greeting}\"");
-        self.upstream(ClientEvent::user_text(prompt).to_json()).await;
-        self.upstream(ClientEvent::ResponseCreate {}.to_json()).await;
+        self.upstream(ClientEvent::user_text(prompt).to_json())
+            .await;
+        self.upstream(ClientEvent::ResponseCreate {}.to_json())
+            .await;
     }
 
     async fn complete_turn(&mut self, item_id: &str, role: Role, text: &str) {

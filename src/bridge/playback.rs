@@ -68,7 +68,11 @@ impl Playback {
         let Some(index) = self.marks.iter().position(|m| m.name == name) else {
             return false;
         };
-        let mark = self.marks.drain(..=index).last().expect("index is in range");
+        let mark = self
+            .marks
+            .drain(..=index)
+            .next_back()
+            .expect("index is in range");
         self.anchor = match self.marks.front() {
             // The next item starts playing the moment the previous one's last mark echoes.
             Some(next) if next.item_id != mark.item_id => Some((next.item_id.clone(), 0, at)),
@@ -136,7 +140,13 @@ mod tests {
         assert!(p.echoed("item_1@100", t0 + 100 * MS));
         // 30 ms after the 100 ms echo: 130 ms heard.
         let cuts = p.barge_in(t0 + 130 * MS);
-        assert_eq!(cuts, [Cut { item_id: "item_1".into(), heard_ms: 130 }]);
+        assert_eq!(
+            cuts,
+            [Cut {
+                item_id: "item_1".into(),
+                heard_ms: 130
+            }]
+        );
         assert!(!p.is_playing());
     }
 
@@ -168,7 +178,13 @@ mod tests {
         p.sent("b", 800, t0 + 10 * MS);
         p.echoed("a@100", t0 + 100 * MS);
         let cuts = p.barge_in(t0 + 140 * MS);
-        assert_eq!(cuts, [Cut { item_id: "b".into(), heard_ms: 40 }]);
+        assert_eq!(
+            cuts,
+            [Cut {
+                item_id: "b".into(),
+                heard_ms: 40
+            }]
+        );
     }
 
     #[test]
@@ -181,8 +197,14 @@ mod tests {
         assert_eq!(
             cuts,
             [
-                Cut { item_id: "a".into(), heard_ms: 50 },
-                Cut { item_id: "b".into(), heard_ms: 0 }
+                Cut {
+                    item_id: "a".into(),
+                    heard_ms: 50
+                },
+                Cut {
+                    item_id: "b".into(),
+                    heard_ms: 0
+                }
             ]
         );
     }

@@ -10,6 +10,15 @@
 //! - [`Mode::EchoFrames`]: every `input_audio_buffer.append` comes straight back as one
 //!   `response.output_audio.delta` (load tests: no VAD, no recording of audio).
 //!
+//! Every server event carries an `event_id` (`event_<n>`); items are `item_<n>` and responses
+//! `resp_<n>`, counted per connection. Refused client events get an `error` event
+//! (`invalid_request_error`) and the connection stays open: `invalid_json` (not JSON, or a binary
+//! frame), `unknown_event` (unknown `type`), `missing_required_parameter` (no `type`, no
+//! `session.type`), `invalid_value` (a format other than `audio/pcmu`, bad base64, a truncate of an
+//! unknown item or past the audio generated, any other malformed event),
+//! `response_cancel_not_active`, `conversation_already_has_active_response`. A client sending the
+//! retired `OpenAI-Beta` header gets `beta_api_shape_disabled` and a close.
+//!
 //! # Layout
 //! - `conn`: the WebSocket upgrade (recording, refusal) and the read/tick loop.
 //! - `session`: one connection's state machine (client events in, server event frames out).

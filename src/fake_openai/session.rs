@@ -4,7 +4,6 @@
 //! (`conn.rs`) drains with [`Conn::take_output`]. Turns are in `turns.rs`, items in
 //! `items.rs`, responses in `respond.rs`.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use base64::Engine;
@@ -15,10 +14,8 @@ use tokio::time::{Duration, Instant};
 use super::config::{self, Rejection};
 use super::recorder::ConnRecorder;
 use super::respond::{chunk_interval, ActiveResponse};
-use super::vad::{Vad, VadEvent};
+use super::vad::Vad;
 use super::Mode;
-use crate::audio::BYTES_PER_MS;
-use crate::realtime::client::{ContentPart, Item};
 use crate::realtime::server::ApiError;
 use crate::realtime::{ClientEvent, ServerEvent, Session};
 
@@ -162,6 +159,7 @@ impl Conn {
         }
     }
 
+    /// Act on one well-formed client event.
     fn dispatch(
         &mut self,
         event: ClientEvent<'_>,
@@ -251,27 +249,32 @@ impl Conn {
         });
     }
 
+    /// Queue the `error` event for a [`Rejection`].
     pub(super) fn reject(&mut self, rejection: Rejection, event_id: Option<String>) {
         self.error(rejection.code, rejection.message, rejection.param, event_id);
     }
 
+    /// Update this connection's [`super::ConnectionLog`], if recording.
     pub(super) fn record(&self, f: impl FnOnce(&mut super::ConnectionLog)) {
         if let Some(rec) = &self.rec {
             rec.update(f);
         }
     }
 
+    /// The next `item_<n>` of this connection.
     pub(super) fn new_item_id(&mut self) -> String {
         self.next_item += 1;
         format!("item_{}", self.next_item)
     }
 
+    /// The next `resp_<n>` of this connection.
     pub(super) fn new_response_id(&mut self) -> String {
         self.next_response += 1;
         format!("resp_{}", self.next_response)
     }
 }
 
+/// An `invalid_value` rejection naming `param`.
 pub(super) fn invalid(param: &'static str, message: String) -> Rejection {
     Rejection {
         code: "invalid_value",

@@ -29,11 +29,14 @@ impl Conn {
         self.echo_ids = (response_id, item_id);
     }
 
+    /// Keep decoded caller audio and run the VAD over it: `speech_started` (cancelling a response
+    /// if `interrupt_response`), then on enough quiet the commit and, if `create_response`, a reply.
     pub(super) fn append(&mut self, bytes: Vec<u8>, now: Instant) {
         let start = self.audio.len();
         self.audio.extend_from_slice(&bytes);
         self.record(|log| log.appended_audio.extend_from_slice(&bytes));
         let Some(settings) = config::vad_settings(&self.session) else {
+            self.vad.skip(bytes.len());
             return;
         };
         for event in self.vad.push(&self.audio[start..], &settings) {

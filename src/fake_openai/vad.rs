@@ -76,6 +76,13 @@ impl Vad {
         self.speaking = None;
     }
 
+    /// Turn detection is off: count `bytes` of audio without judging them, so positions stay in
+    /// step with the appended audio.
+    pub(crate) fn skip(&mut self, bytes: usize) {
+        self.clear();
+        self.pos += bytes as u64;
+    }
+
     fn window(&mut self, window: &[u8], settings: &VadSettings, events: &mut Vec<VadEvent>) {
         let start = self.pos;
         self.pos += window.len() as u64;

@@ -225,7 +225,10 @@ mod tests {
             r#"{"type":"conversation.item.added","item":{}}"#,
             r#"{"type":"response.audio.delta","delta":"beta shape"}"#,
         ] {
-            assert_eq!(serde_json::from_str::<ServerEvent>(sample).unwrap(), ServerEvent::Other);
+            assert_eq!(
+                serde_json::from_str::<ServerEvent>(sample).unwrap(),
+                ServerEvent::Other
+            );
         }
     }
 }

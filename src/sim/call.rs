@@ -116,7 +116,7 @@ impl Call {
             self.report.hit_call_limit = true;
             return Ok(Step::Hangup);
         }
-        let Some(frame) = self.script.next_frame(now, &self.playback) else {
+        let Some(frame) = self.script.next_frame(now, &mut self.playback) else {
             return Ok(Step::Hangup);
         };
         out.send_media(&frame, now).await?;
@@ -218,9 +218,7 @@ fn excerpt(text: &str) -> String {
     text.chars().take(200).collect()
 }
 
-fn upgrade_request(
-    opts: &CallOptions,
-) -> anyhow::Result<tungstenite::handshake::client::Request> {
+fn upgrade_request(opts: &CallOptions) -> anyhow::Result<tungstenite::handshake::client::Request> {
     let mut request = opts
         .url
         .as_str()
@@ -302,7 +300,10 @@ async fn session(opts: CallOptions, report: CallReport) -> anyhow::Result<CallRe
     call.report.heard_ms_at_clear = std::mem::take(&mut call.playback.heard_ms_at_clear);
     call.report.replies_started = call.playback.replies_started;
     call.report.reply_timeouts = call.script.reply_timeouts;
-    info!(heard_ms = call.report.heard_ms(), closed_by_server = call.report.closed_by_server, "call ended");
+    info!(
+        heard_ms = call.report.heard_ms(),
+        closed_by_server = call.report.closed_by_server,
+        "call ended"
+    );
     Ok(call.report)
 }
-

@@ -54,11 +54,17 @@ impl Outbox {
 
     /// Sends any frame as is (no sequence number).
     pub(crate) async fn send_raw(&mut self, message: Message) -> anyhow::Result<()> {
-        self.sink.send(message).await.context("sending to the relay")
+        self.sink
+            .send(message)
+            .await
+            .context("sending to the relay")
     }
 
     /// `connected`, then `start` with the SIDs, an inbound μ-law 8 kHz track and `params`.
-    pub(crate) async fn send_greeting(&mut self, params: &[(String, String)]) -> anyhow::Result<()> {
+    pub(crate) async fn send_greeting(
+        &mut self,
+        params: &[(String, String)],
+    ) -> anyhow::Result<()> {
         self.send(&TwilioEvent::Connected {
             protocol: Some("Call".into()),
             version: Some("1.0.0".into()),

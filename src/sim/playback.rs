@@ -10,7 +10,8 @@ use std::collections::VecDeque;
 use crate::audio::{BYTES_PER_MS, FRAME_BYTES};
 
 /// How long the buffer must stay empty before the next audio counts as a new reply, ms. Shorter
-/// gaps are playback underruns inside one reply (audio streamed at about real-time pace).
+/// gaps are playback underruns inside one reply (audio streamed at about real-time pace), unless
+/// the caller spoke in between ([`Playback::new_turn`]) or a `clear` came.
 pub(crate) const REPLY_GAP_MS: u64 = 300;
 
 /// The playback buffer and its counters. All times are ms since the stream started.
@@ -113,6 +114,14 @@ impl Playback {
         due
     }
 
+    /// The caller starts talking: if nothing is playing, the next audio answers this new turn
+    /// even if it comes sooner than [`REPLY_GAP_MS`] after the last reply.
+    pub(crate) fn new_turn(&mut self) {
+        if self.audio.is_empty() {
+            self.reply_active = false;
+        }
+    }
+
     /// How long nothing has been left to play, ms (0 while audio is queued).
     pub(crate) fn quiet_ms(&self, now_ms: u64) -> u64 {
         self.idle_since_ms
@@ -197,7 +206,7 @@ mod tests {
     }
 
     #[test]
-    fn a_short_underrun_does_not_start_a_new_reply() {
+    fn a_short_underrun_does_not_start_a_new_reply_but_a_caller_turn_does() {
         let mut pb = Playback::new();
         pb.push_audio(&[1; 160]);
         run(&mut pb, 0, 100);
@@ -206,7 +215,12 @@ mod tests {
         assert_eq!(pb.replies_started, 1);
         run(&mut pb, 120, 120 + REPLY_GAP_MS);
         pb.push_audio(&[1; 160]);
-        run(&mut pb, 420, 440);
+        run(&mut pb, 420, 460);
         assert_eq!(pb.replies_started, 2);
+        // After the caller spoke, audio is a new reply even without the gap.
+        pb.new_turn();
+        pb.push_audio(&[1; 160]);
+        run(&mut pb, 460, 480);
+        assert_eq!(pb.replies_started, 3);
     }
 }

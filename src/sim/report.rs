@@ -65,7 +65,11 @@ impl CallReport {
             "hung up by caller"
         };
         // Writing to a String cannot fail.
-        let _ = writeln!(out, "call {} stream {} ({ending})", self.call_sid, self.stream_sid);
+        let _ = writeln!(
+            out,
+            "call {} stream {} ({ending})",
+            self.call_sid, self.stream_sid
+        );
         let _ = writeln!(out, "first-audio latency: {latency}");
         let _ = writeln!(
             out,
@@ -82,7 +86,11 @@ impl CallReport {
             self.marks_received, self.marks_echoed, self.clears, self.heard_ms_at_clear,
         );
         if !self.unexpected_messages.is_empty() {
-            let _ = writeln!(out, "unexpected messages: {}", self.unexpected_messages.len());
+            let _ = writeln!(
+                out,
+                "unexpected messages: {}",
+                self.unexpected_messages.len()
+            );
             for message in self.unexpected_messages.iter().take(5) {
                 let _ = writeln!(out, "  {message}");
             }

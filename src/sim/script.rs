@@ -66,7 +66,7 @@ impl Script {
 
     /// The frame to send at `now_ms` (silence between clips), or `None` when it is time to hang up.
     /// Call after `playback.tick(now_ms)`.
-    pub(crate) fn next_frame(&mut self, now_ms: u64, playback: &Playback) -> Option<Frame> {
+    pub(crate) fn next_frame(&mut self, now_ms: u64, playback: &mut Playback) -> Option<Frame> {
         self.advance(now_ms, playback);
         let Phase::Speaking {
             index,
@@ -98,7 +98,7 @@ impl Script {
         Some(frame)
     }
 
-    fn advance(&mut self, now_ms: u64, playback: &Playback) {
+    fn advance(&mut self, now_ms: u64, playback: &mut Playback) {
         let quiet = playback.quiet_ms(now_ms) >= self.timing.quiet_ms;
         let next = match self.phase {
             Phase::Opening if quiet => Some(0),
@@ -128,6 +128,7 @@ impl Script {
         if let Some(index) = next {
             self.phase = if index < self.clips.len() {
                 tracing::info!(clip = index, at_ms = now_ms, "clip starts");
+                playback.new_turn();
                 Phase::Speaking {
                     index,
                     sent: 0,
@@ -163,7 +164,7 @@ mod tests {
             }
             pb.tick(now);
             let before = script.phase;
-            match script.next_frame(now, &pb) {
+            match script.next_frame(now, &mut pb) {
                 Some(frame) => frames.push(frame),
                 None => return (frames, now),
             }
@@ -195,7 +196,11 @@ mod tests {
         // Clip 0: 100 ms quiet, 2 frames (last padded). Ends at 120, reply plays 180..380,
         // quiet from 360 (last tick playing) → clip 1 at 460, ends 460; reply 520..700; hang up 800.
         assert_eq!(speech(&frames), vec![100, 460]);
-        assert_eq!(&frames[6][140..], &[ULAW_SILENCE; 20][..], "last frame padded");
+        assert_eq!(
+            &frames[6][140..],
+            &[ULAW_SILENCE; 20][..],
+            "last frame padded"
+        );
         assert_eq!(hangup, 800);
         assert_eq!(script.first_clip_end_ms, Some(120));
         assert_eq!(script.reply_timeouts, 0);

@@ -98,7 +98,9 @@ async fn call(plan: Plan, opts: impl FnOnce(String) -> CallOptions) -> (CallRepo
 
 /// Non-silent test audio (never 0xFF).
 fn tone(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8 % 100).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8 % 100).wrapping_add(seed))
+        .collect()
 }
 
 #[tokio::test]
@@ -138,7 +140,9 @@ async fn a_call_sends_the_clip_plays_the_reply_echoes_the_mark_and_hangs_up() {
     assert_eq!(start["customParameters"]["From"], "+15550001111");
     for (sid, prefix) in [(&report.call_sid, "CA"), (&report.stream_sid, "MZ")] {
         assert!(sid.starts_with(prefix) && sid.len() == 34, "{sid}");
-        assert!(sid[2..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(sid[2..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     }
     for (i, msg) in msgs[1..].iter().enumerate() {
         assert_eq!(msg["sequenceNumber"], (i + 1).to_string(), "{msg}");
@@ -151,8 +155,14 @@ async fn a_call_sends_the_clip_plays_the_reply_echoes_the_mark_and_hangs_up() {
     for (i, m) in media.iter().enumerate() {
         assert_eq!(m["media"]["chunk"], (i + 1).to_string());
         assert_eq!(m["media"]["track"], "inbound");
-        assert!(m["media"]["timestamp"].as_str().unwrap().parse::<u64>().is_ok());
-        let payload = BASE64.decode(m["media"]["payload"].as_str().unwrap()).unwrap();
+        assert!(m["media"]["timestamp"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok());
+        let payload = BASE64
+            .decode(m["media"]["payload"].as_str().unwrap())
+            .unwrap();
         assert_eq!(payload.len(), 160);
         inbound.extend(payload);
     }
@@ -169,7 +179,11 @@ async fn a_call_sends_the_clip_plays_the_reply_echoes_the_mark_and_hangs_up() {
     assert_eq!(report.replies_started, 1);
     assert!(report.first_audio_latency_ms.is_some_and(|ms| ms < 1000));
     assert!(!report.closed_by_server);
-    assert!(report.unexpected_messages.is_empty(), "{:?}", report.unexpected_messages);
+    assert!(
+        report.unexpected_messages.is_empty(),
+        "{:?}",
+        report.unexpected_messages
+    );
 
     let echo = msgs.iter().position(|m| m["event"] == "mark").unwrap();
     assert_eq!(msgs[echo]["mark"]["name"], "reply-0");
@@ -197,10 +211,17 @@ async fn barge_in_gets_a_clear_that_drops_the_reply_and_echoes_its_mark() {
     assert_eq!(report.clears, 1);
     assert_eq!(report.replies_started, 2);
     let at_clear = report.heard_ms_at_clear[0];
-    assert!((200..=260).contains(&at_clear), "heard {at_clear} ms at clear");
+    assert!(
+        (200..=260).contains(&at_clear),
+        "heard {at_clear} ms at clear"
+    );
     assert_eq!(report.heard_ms(), at_clear + 50);
     assert_eq!((report.marks_received, report.marks_echoed), (2, 2));
-    let marks: Vec<&Value> = seen.messages.iter().filter(|m| m["event"] == "mark").collect();
+    let marks: Vec<&Value> = seen
+        .messages
+        .iter()
+        .filter(|m| m["event"] == "mark")
+        .collect();
     assert_eq!(marks[0]["mark"]["name"], "reply-0");
     assert_eq!(marks[1]["mark"]["name"], "reply-1");
     assert!(!report.closed_by_server);
@@ -232,6 +253,11 @@ async fn garbage_from_the_relay_is_reported_and_a_server_close_ends_the_call() {
     .unwrap();
     server.await.unwrap();
     assert!(report.closed_by_server);
-    assert_eq!(report.unexpected_messages.len(), 3, "{:?}", report.unexpected_messages);
+    assert_eq!(
+        report.unexpected_messages.len(),
+        3,
+        "{:?}",
+        report.unexpected_messages
+    );
     assert_eq!(report.clears, 0);
 }

@@ -34,7 +34,10 @@ async fn a_call_relays_audio_bit_exact_both_ways_and_writes_a_transcript() {
     // Every byte OpenAI produced reached Twilio unchanged and in order.
     assert!(!conn.sent_audio.is_empty(), "the stand-in answered");
     assert_eq!(report.received_audio, conn.sent_audio);
-    assert_eq!(report.heard, conn.sent_audio, "nothing was cleared, so all was heard");
+    assert_eq!(
+        report.heard, conn.sent_audio,
+        "nothing was cleared, so all was heard"
+    );
     assert!(report.marks_received > 0);
     assert_eq!(report.marks_echoed, report.marks_received);
     assert_eq!(report.clears, 0);
@@ -50,7 +53,9 @@ async fn a_call_relays_audio_bit_exact_both_ways_and_writes_a_transcript() {
     let turns = t["turns"].as_array().unwrap();
     let roles: Vec<&str> = turns.iter().map(|t| t["role"].as_str().unwrap()).collect();
     assert_eq!(roles, ["caller", "assistant"], "{t:#}");
-    assert!(turns.iter().all(|t| !t["text"].as_str().unwrap().is_empty()));
+    assert!(turns
+        .iter()
+        .all(|t| !t["text"].as_str().unwrap().is_empty()));
     assert!(turns.iter().all(|t| t["interrupted"] == false));
 
     assert_eq!(app.state.stats.active(), 0);
@@ -72,7 +77,9 @@ async fn the_session_update_is_ga_shaped_and_comes_first() {
     opts.reply_timeout_ms = 0;
     let call = tokio::spawn(sim::run(opts));
     assert!(
-        fake.wait_for(Duration::from_secs(10), |c| c.first().is_some_and(|c| !c.client_events.is_empty()))
+        fake.wait_for(Duration::from_secs(10), |c| c
+            .first()
+            .is_some_and(|c| !c.client_events.is_empty()))
             .await
     );
     let first = fake.connections()[0].client_events[0].clone();
@@ -103,15 +110,30 @@ async fn the_session_update_is_ga_shaped_and_comes_first() {
 #[tokio::test]
 async fn barge_in_clears_twilio_and_truncates_at_what_the_caller_heard() {
     let (app, fake) = spawn_with_fake(parrot(), |_| {}).await;
-    let mut opts = call_options(&app, vec![clip("caller-hello.wav"), clip("caller-question.wav")]);
+    let mut opts = call_options(
+        &app,
+        vec![clip("caller-hello.wav"), clip("caller-question.wav")],
+    );
     opts.interrupt_after_ms = Some(700);
     let report = sim::run(opts).await.expect("call");
     app.calls_finished().await;
 
-    assert!(report.clears >= 1, "Twilio was told to clear: {}", report.summary());
+    assert!(
+        report.clears >= 1,
+        "Twilio was told to clear: {}",
+        report.summary()
+    );
     let conn = &fake.connections()[0];
-    assert!(conn.errors_sent.is_empty(), "stand-in rejected something: {:?}", conn.errors_sent);
-    let (item, audio_end_ms) = conn.truncates.first().cloned().expect("a truncate was sent");
+    assert!(
+        conn.errors_sent.is_empty(),
+        "stand-in rejected something: {:?}",
+        conn.errors_sent
+    );
+    let (item, audio_end_ms) = conn
+        .truncates
+        .first()
+        .cloned()
+        .expect("a truncate was sent");
     let heard = report.heard_ms_at_clear[0];
     assert!(
         audio_end_ms.abs_diff(heard) <= 40,
@@ -147,12 +169,21 @@ async fn a_greeting_is_requested_once_the_session_is_ready_and_heard_first() {
 
     let events = &fake.connections()[0].client_events;
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    let create = types.iter().position(|t| *t == "conversation.item.create").expect("item");
+    let create = types
+        .iter()
+        .position(|t| *t == "conversation.item.create")
+        .expect("item");
     assert_eq!(types[0], "session.update");
     assert_eq!(types[create + 1], "response.create");
-    let text = events[create]["item"]["content"][0]["text"].as_str().unwrap();
+    let text = events[create]["item"]["content"][0]["text"]
+        .as_str()
+        .unwrap();
     assert!(text.contains("Thanks for calling Bella's."), "{text}");
-    assert!(report.replies_started >= 2, "greeting and answer: {}", report.summary());
+    assert!(
+        report.replies_started >= 2,
+        "greeting and answer: {}",
+        report.summary()
+    );
     let t = app.transcript(&report.call_sid);
     assert_eq!(t["turns"][0]["role"], "assistant", "{t:#}");
     app.shutdown().await;

@@ -19,7 +19,10 @@ async fn an_upstream_refusing_the_key_closes_twilios_socket_and_counts_the_error
         .expect("call");
     app.calls_finished().await;
 
-    assert!(report.closed_by_server, "Twilio's socket must close so it plays the fallback");
+    assert!(
+        report.closed_by_server,
+        "Twilio's socket must close so it plays the fallback"
+    );
     assert!(report.heard.is_empty());
     assert_eq!(app.state.stats.errors(), 1);
     assert_eq!(app.state.stats.active(), 0);

@@ -26,7 +26,9 @@ fn form_post(body: &str) -> Request<Body> {
 async fn incoming_call_answers_twiml_that_connects_the_stream_with_from_and_to() {
     let app = spawn_app(configured()).await;
     let (status, headers, body) = app
-        .request(form_post("CallSid=CA1&From=%2B15551234567&To=%2B15557654321"))
+        .request(form_post(
+            "CallSid=CA1&From=%2B15551234567&To=%2B15557654321",
+        ))
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], "text/xml");
@@ -38,11 +40,17 @@ async fn incoming_call_answers_twiml_that_connects_the_stream_with_from_and_to()
     let names: Vec<_> = children.iter().map(|n| n.tag_name().name()).collect();
     assert_eq!(names, ["Say", "Connect", "Say"]);
     assert_eq!(children[0].text(), Some("Connecting you to our assistant."));
-    assert_eq!(children[2].text(), Some(Config::default().fallback_message.as_str()));
+    assert_eq!(
+        children[2].text(),
+        Some(Config::default().fallback_message.as_str())
+    );
 
     let stream = children[1].first_element_child().expect("Stream");
     assert_eq!(stream.tag_name().name(), "Stream");
-    assert_eq!(stream.attribute("url"), Some("wss://relay.example.com/media-stream"));
+    assert_eq!(
+        stream.attribute("url"),
+        Some("wss://relay.example.com/media-stream")
+    );
     let params: Vec<_> = stream
         .children()
         .filter(|n| n.has_tag_name("Parameter"))
@@ -67,9 +75,18 @@ async fn incoming_call_by_get_derives_the_stream_url_from_forwarded_headers() {
     let (status, _, body) = app.request(req).await;
     assert_eq!(status, StatusCode::OK);
     let doc = roxmltree::Document::parse(&body).unwrap();
-    let stream = doc.descendants().find(|n| n.has_tag_name("Stream")).unwrap();
-    assert_eq!(stream.attribute("url"), Some("wss://abc.ngrok.app/media-stream"));
-    let from = doc.descendants().find(|n| n.attribute("name") == Some("From")).unwrap();
+    let stream = doc
+        .descendants()
+        .find(|n| n.has_tag_name("Stream"))
+        .unwrap();
+    assert_eq!(
+        stream.attribute("url"),
+        Some("wss://abc.ngrok.app/media-stream")
+    );
+    let from = doc
+        .descendants()
+        .find(|n| n.attribute("name") == Some("From"))
+        .unwrap();
     assert_eq!(from.attribute("value"), Some("+1555"));
     app.shutdown().await;
 }
@@ -104,7 +121,9 @@ async fn health_reports_status_counters_and_whether_openai_is_configured() {
         assert_eq!(health["status"], "healthy");
         assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
         assert!(health["uptime_s"].is_u64());
-        assert!(chrono::DateTime::parse_from_rfc3339(health["timestamp"].as_str().unwrap()).is_ok());
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(health["timestamp"].as_str().unwrap()).is_ok()
+        );
         assert_eq!(health["connections"]["active"], 0);
         assert_eq!(health["connections"]["total"], 0);
         assert_eq!(health["errors"], 0);

@@ -77,8 +77,17 @@ impl TestApp {
             .expect("router is infallible");
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.into_body().collect().await.expect("body").to_bytes();
-        (status, headers, String::from_utf8(body.to_vec()).expect("utf-8 body"))
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (
+            status,
+            headers,
+            String::from_utf8(body.to_vec()).expect("utf-8 body"),
+        )
     }
 
     /// Wait (at most 10 s) until every call task has finished: transcripts written, counters final.
@@ -108,7 +117,9 @@ impl TestApp {
 
 /// A bundled caller clip as 8 kHz μ-law.
 pub fn clip(name: &str) -> Vec<u8> {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "assets", name].iter().collect();
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "assets", name]
+        .iter()
+        .collect();
     wav::read_ulaw(&path).expect("bundled clip")
 }
 

@@ -125,3 +125,28 @@ async fn serve_closes_connections_and_returns_on_shutdown() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_frames_serves_many_connections_at_once() {
+    let opts = FakeOptions {
+        mode: Mode::EchoFrames,
+        ..FakeOptions::default()
+    };
+    let fake = FakeOpenAi::spawn(opts).await.unwrap();
+    let calls = (0..100u8).map(|n| {
+        let fake = fake.clone();
+        tokio::spawn(async move {
+            let mut client = Client::connect(&fake).await;
+            let frame = vec![n; FRAME_BYTES];
+            client.append(&frame.repeat(10)).await;
+            for _ in 0..10 {
+                let echo = client.recv().await;
+                assert_eq!(unb64(echo["delta"].as_str().unwrap()), frame);
+            }
+        })
+    });
+    for call in calls.collect::<Vec<_>>() {
+        call.await.unwrap();
+    }
+    assert_eq!(fake.connections().len(), 100);
+}
