@@ -64,7 +64,11 @@ struct Format {
     bits_per_sample: u16,
 }
 
-/// Decode WAV file bytes (8 kHz μ-law, or 16-bit PCM at any rate) to 8 kHz mono μ-law.
+/// Like [`read_ulaw`] for a WAV file already in memory (e.g. `include_bytes!`): returns 8 kHz mono
+/// μ-law bytes.
+///
+/// # Errors
+/// As [`read_ulaw`], without the path: callers add their own context.
 pub fn decode_wav(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     let (format, data) = parse_riff(bytes)?;
     if format.channels == 0 || format.sample_rate == 0 {

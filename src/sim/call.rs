@@ -207,6 +207,21 @@ impl Call {
         Ok(())
     }
 
+    /// Moves what playback and the script counted into the report.
+    fn finish(mut self) -> CallReport {
+        let mut report = self.report;
+        report.heard = std::mem::take(&mut self.playback.heard);
+        report.heard_ms_at_clear = std::mem::take(&mut self.playback.heard_ms_at_clear);
+        report.replies_started = self.playback.replies_started;
+        report.reply_timeouts = self.script.reply_timeouts;
+        info!(
+            heard_ms = report.heard_ms(),
+            closed_by_server = report.closed_by_server,
+            "call ended"
+        );
+        report
+    }
+
     fn unexpected(&mut self, what: String) {
         warn!(message = %what, "unexpected message from the relay");
         self.report.unexpected_messages.push(what);
@@ -296,14 +311,5 @@ async fn session(opts: CallOptions, report: CallReport) -> anyhow::Result<CallRe
         call.report.closed_by_server = true;
         out.close().await;
     }
-    call.report.heard = std::mem::take(&mut call.playback.heard);
-    call.report.heard_ms_at_clear = std::mem::take(&mut call.playback.heard_ms_at_clear);
-    call.report.replies_started = call.playback.replies_started;
-    call.report.reply_timeouts = call.script.reply_timeouts;
-    info!(
-        heard_ms = call.report.heard_ms(),
-        closed_by_server = call.report.closed_by_server,
-        "call ended"
-    );
-    Ok(call.report)
+    Ok(call.finish())
 }

@@ -30,8 +30,9 @@ pub struct CallReport {
     pub clears: usize,
     /// For each `clear`: how much of the reply then playing (the latest reply, if it had already
     /// finished) had been played when the clear arrived, ms, counted from its first played byte
-    /// at 20 ms granularity. A reply starts when audio arrives while nothing has played for 300 ms,
-    /// or after a `clear`.
+    /// at 20 ms granularity. A reply starts when audio arrives while nothing is playing, unless it
+    /// is within 300 ms of the previous reply with no `clear` and no caller clip in between (an
+    /// underrun, not a new reply).
     pub heard_ms_at_clear: Vec<u64>,
     /// Replies that started playing.
     pub replies_started: usize,
