@@ -5,6 +5,7 @@
 //! the outbound task, which owns playback and the transcript. Malformed and unknown messages are
 //! logged (the first few per call, then summarized) and counted; they never end the call.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use axum::extract::ws::{Message, WebSocket};
@@ -99,12 +100,13 @@ impl Inbound {
             TwilioEvent::Start {
                 stream_sid, start, ..
             } => {
+                let stream_sid = stream_sid.map_or(start.stream_sid, Cow::into_owned);
                 let span = tracing::Span::current();
                 span.record("call_sid", start.call_sid.as_str());
-                span.record("stream_sid", &*stream_sid);
+                span.record("stream_sid", stream_sid.as_str());
                 let info = CallInfo {
                     call_sid: start.call_sid,
-                    stream_sid: stream_sid.into_owned(),
+                    stream_sid,
                     from: start.custom_parameters.get("From").cloned(),
                     to: start.custom_parameters.get("To").cloned(),
                 };

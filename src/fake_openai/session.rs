@@ -107,7 +107,9 @@ impl Conn {
             return;
         }
         let session = Box::new(self.session.clone());
-        self.emit(&ServerEvent::SessionCreated { session });
+        self.emit(&ServerEvent::SessionCreated {
+            session: Some(session),
+        });
     }
 
     /// Frames queued since the last call.
@@ -174,7 +176,9 @@ impl Conn {
                     Ok(merged) => {
                         self.session = merged;
                         let session = Box::new(self.session.clone());
-                        self.emit(&ServerEvent::SessionUpdated { session });
+                        self.emit(&ServerEvent::SessionUpdated {
+                            session: Some(session),
+                        });
                     }
                     Err(rejection) => self.reject(rejection, event_id),
                 }

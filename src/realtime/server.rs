@@ -14,20 +14,29 @@ use super::Session;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum ServerEvent<'a> {
+    /// `session` is `None` when it does not match our model (the relay never needs its content).
     #[serde(rename = "session.created")]
-    SessionCreated { session: Box<Session> },
+    SessionCreated {
+        #[serde(default, deserialize_with = "session_if_valid")]
+        session: Option<Box<Session>>,
+    },
     /// The `session.update` was applied.
     #[serde(rename = "session.updated")]
-    SessionUpdated { session: Box<Session> },
+    SessionUpdated {
+        #[serde(default, deserialize_with = "session_if_valid")]
+        session: Option<Box<Session>>,
+    },
     /// Turn detection heard the caller start speaking; `audio_start_ms` counts from the first append.
     #[serde(rename = "input_audio_buffer.speech_started")]
     SpeechStarted {
+        #[serde(default)]
         audio_start_ms: u64,
         #[serde(borrow)]
         item_id: Cow<'a, str>,
     },
     #[serde(rename = "input_audio_buffer.speech_stopped")]
     SpeechStopped {
+        #[serde(default)]
         audio_end_ms: u64,
         #[serde(borrow)]
         item_id: Cow<'a, str>,
@@ -71,7 +80,7 @@ pub enum ServerEvent<'a> {
     /// A chunk of assistant audio: base64 μ-law, any length.
     #[serde(rename = "response.output_audio.delta")]
     OutputAudioDelta {
-        #[serde(borrow)]
+        #[serde(default, borrow)]
         response_id: Cow<'a, str>,
         #[serde(borrow)]
         item_id: Cow<'a, str>,
@@ -84,7 +93,7 @@ pub enum ServerEvent<'a> {
     },
     #[serde(rename = "response.output_audio.done")]
     OutputAudioDone {
-        #[serde(borrow)]
+        #[serde(default, borrow)]
         response_id: Cow<'a, str>,
         #[serde(borrow)]
         item_id: Cow<'a, str>,
@@ -95,7 +104,7 @@ pub enum ServerEvent<'a> {
     },
     #[serde(rename = "response.output_audio_transcript.delta")]
     OutputTranscriptDelta {
-        #[serde(borrow)]
+        #[serde(default, borrow)]
         response_id: Cow<'a, str>,
         #[serde(borrow)]
         item_id: Cow<'a, str>,
@@ -109,7 +118,7 @@ pub enum ServerEvent<'a> {
     /// The full text of what the assistant's audio says (before any truncation).
     #[serde(rename = "response.output_audio_transcript.done")]
     OutputTranscriptDone {
-        #[serde(borrow)]
+        #[serde(default, borrow)]
         response_id: Cow<'a, str>,
         #[serde(borrow)]
         item_id: Cow<'a, str>,
@@ -123,7 +132,7 @@ pub enum ServerEvent<'a> {
     /// The model called a function tool; `arguments` is a JSON string.
     #[serde(rename = "response.function_call_arguments.done")]
     FunctionCallArgumentsDone {
-        #[serde(borrow)]
+        #[serde(default, borrow)]
         response_id: Cow<'a, str>,
         #[serde(borrow)]
         item_id: Cow<'a, str>,
@@ -159,6 +168,7 @@ pub enum ServerEvent<'a> {
 /// The `response` object of `response.created` / `response.done` (only the fields we use).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResponseInfo {
+    #[serde(default)]
     pub id: String,
     /// `in_progress`, `completed`, `cancelled`, `failed`, `incomplete`.
     #[serde(default)]
@@ -178,6 +188,15 @@ pub struct ApiError {
     pub param: Option<String>,
     #[serde(default)]
     pub event_id: Option<String>,
+}
+
+/// A session object we cannot model (a newer field shape) must not make the event unreadable.
+fn session_if_valid<'de, D>(d: D) -> Result<Option<Box<Session>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 impl ServerEvent<'_> {
@@ -216,6 +235,23 @@ mod tests {
             let again: ServerEvent = serde_json::from_str(&json).unwrap();
             assert_eq!(event, again, "{sample}");
         }
+    }
+
+    #[test]
+    fn events_with_fields_we_do_not_model_still_parse() {
+        let odd = r#"{"type":"session.updated","session":{"audio":{"input":{"format":"weird"}}}}"#;
+        assert!(matches!(
+            serde_json::from_str::<ServerEvent>(odd).unwrap(),
+            ServerEvent::SessionUpdated { session: None }
+        ));
+        let bare = r#"{"type":"input_audio_buffer.speech_started","item_id":"item_9"}"#;
+        assert!(matches!(
+            serde_json::from_str::<ServerEvent>(bare).unwrap(),
+            ServerEvent::SpeechStarted {
+                audio_start_ms: 0,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl Outbox {
         };
         let event = TwilioEvent::Start {
             sequence_number: Some(self.next_seq().into()),
-            stream_sid: self.stream_sid.clone().into(),
+            stream_sid: Some(self.stream_sid.clone().into()),
             start,
         };
         self.send(&event).await

@@ -22,15 +22,26 @@ pub enum TwilioEvent<'a> {
     },
     /// Stream metadata: SIDs, tracks, format and the TwiML `<Parameter>`s.
     Start {
-        #[serde(rename = "sequenceNumber", default, borrow)]
+        #[serde(
+            rename = "sequenceNumber",
+            default,
+            borrow,
+            deserialize_with = "string_or_number"
+        )]
         sequence_number: Option<Cow<'a, str>>,
-        #[serde(rename = "streamSid", borrow)]
-        stream_sid: Cow<'a, str>,
+        /// Also inside `start`; either may be missing in third-party simulators.
+        #[serde(rename = "streamSid", default, borrow)]
+        stream_sid: Option<Cow<'a, str>>,
         start: StartInfo,
     },
     /// 20 ms (160 bytes) of base64 μ-law audio on one track.
     Media {
-        #[serde(rename = "sequenceNumber", default, borrow)]
+        #[serde(
+            rename = "sequenceNumber",
+            default,
+            borrow,
+            deserialize_with = "string_or_number"
+        )]
         sequence_number: Option<Cow<'a, str>>,
         #[serde(rename = "streamSid", default, borrow)]
         stream_sid: Option<Cow<'a, str>>,
@@ -39,7 +50,12 @@ pub enum TwilioEvent<'a> {
     },
     /// A mark we sent, echoed when the audio before it finished playing (or was cleared).
     Mark {
-        #[serde(rename = "sequenceNumber", default, borrow)]
+        #[serde(
+            rename = "sequenceNumber",
+            default,
+            borrow,
+            deserialize_with = "string_or_number"
+        )]
         sequence_number: Option<Cow<'a, str>>,
         #[serde(rename = "streamSid", default, borrow)]
         stream_sid: Option<Cow<'a, str>>,
@@ -48,7 +64,12 @@ pub enum TwilioEvent<'a> {
     },
     /// A keypad digit pressed by the caller (bidirectional streams only).
     Dtmf {
-        #[serde(rename = "sequenceNumber", default, borrow)]
+        #[serde(
+            rename = "sequenceNumber",
+            default,
+            borrow,
+            deserialize_with = "string_or_number"
+        )]
         sequence_number: Option<Cow<'a, str>>,
         #[serde(rename = "streamSid", default, borrow)]
         stream_sid: Option<Cow<'a, str>>,
@@ -57,7 +78,12 @@ pub enum TwilioEvent<'a> {
     },
     /// The stream ended (the call hung up or the TwiML moved on).
     Stop {
-        #[serde(rename = "sequenceNumber", default, borrow)]
+        #[serde(
+            rename = "sequenceNumber",
+            default,
+            borrow,
+            deserialize_with = "string_or_number"
+        )]
         sequence_number: Option<Cow<'a, str>>,
         #[serde(rename = "streamSid", default, borrow)]
         stream_sid: Option<Cow<'a, str>>,
@@ -81,7 +107,8 @@ pub struct StartInfo {
     /// `inbound`, `outbound` or both.
     #[serde(default)]
     pub tracks: Vec<String>,
-    #[serde(default)]
+    /// Informational: parsed leniently, `None` if its shape is unexpected.
+    #[serde(default, deserialize_with = "media_format_if_valid")]
     pub media_format: Option<MediaFormat>,
     /// The TwiML `<Parameter name value>` pairs.
     #[serde(default)]
@@ -103,9 +130,10 @@ pub struct MediaFormat {
 pub struct MediaIn<'a> {
     #[serde(default, borrow)]
     pub track: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "string_or_number")]
     pub chunk: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    /// ms since the stream started.
+    #[serde(default, borrow, deserialize_with = "string_or_number")]
     pub timestamp: Option<Cow<'a, str>>,
     /// Base64 μ-law, 8 kHz mono, no header.
     #[serde(borrow)]
@@ -204,6 +232,53 @@ impl<'a> TwilioCommand<'a> {
     }
 }
 
+/// Twilio documents these counters as strings; accept numbers too (borrowing strings, no copy).
+fn string_or_number<'de, D>(d: D) -> Result<Option<Cow<'de, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string or a number")
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v)))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Visitor)
+}
+
+fn media_format_if_valid<'de, D>(d: D) -> Result<Option<MediaFormat>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(value).ok())
+}
+
 /// Number of μ-law bytes (= samples at 8 kHz) in a base64 payload, computed without decoding.
 pub fn base64_decoded_len(b64: &str) -> usize {
     let bytes = b64.as_bytes();
@@ -247,6 +322,31 @@ mod tests {
             panic!("not media")
         };
         assert!(matches!(media.payload, Cow::Borrowed("AAAA")));
+    }
+
+    #[test]
+    fn numeric_counters_and_a_missing_outer_stream_sid_are_accepted() {
+        let media = r#"{"event":"media","sequenceNumber":4,"media":{"chunk":2,"timestamp":40,"payload":"AAAA"}}"#;
+        let TwilioEvent::Media {
+            sequence_number,
+            media,
+            ..
+        } = serde_json::from_str(media).unwrap()
+        else {
+            panic!("not media")
+        };
+        assert_eq!(sequence_number.as_deref(), Some("4"));
+        assert_eq!(media.timestamp.as_deref(), Some("40"));
+        let start = r#"{"event":"start","start":{"streamSid":"MZ9","callSid":"CA9","mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":"8000"}}}"#;
+        let TwilioEvent::Start {
+            stream_sid, start, ..
+        } = serde_json::from_str(start).unwrap()
+        else {
+            panic!("not start")
+        };
+        assert!(stream_sid.is_none());
+        assert_eq!(start.stream_sid, "MZ9");
+        assert!(start.media_format.is_none());
     }
 
     #[test]
