@@ -14,6 +14,8 @@ use tower_http::trace::TraceLayer;
 use tracing::info;
 
 use crate::config::Config;
+use crate::events::EventHub;
+use crate::records::CallStore;
 use crate::routes;
 use crate::stats::Stats;
 
@@ -29,12 +31,18 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every call task, so shutdown can wait for upgraded sockets (axum does not).
     pub calls: TaskTracker,
+    /// Call records behind `/api/calls`.
+    pub records: CallStore,
+    /// Live per-call event feeds.
+    pub events: EventHub,
 }
 
 impl AppState {
     /// State for `config` with fresh counters.
     pub fn new(config: Config) -> Self {
         AppState {
+            records: CallStore::load(&config.transcript_dir),
+            events: EventHub::default(),
             config: Arc::new(config),
             stats: Stats::default(),
             shutdown: CancellationToken::new(),

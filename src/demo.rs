@@ -15,7 +15,7 @@ use crate::app::{self, AppState};
 use crate::config::Config;
 use crate::fake_openai::{FakeOpenAi, FakeOptions};
 use crate::sim::{self, CallOptions};
-use crate::transcript::{Role, Transcript};
+use crate::transcript::Transcript;
 use crate::wav;
 
 /// The bundled caller clips (8 kHz μ-law WAV), compiled in so the demo runs from any directory.
@@ -91,10 +91,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .with_context(|| format!("parsing {}", path.display()))?;
     println!("\nTranscript ({}):", path.display());
     for turn in &transcript.turns {
-        let who = match turn.role {
-            Role::Caller => "Caller",
-            Role::Assistant => "Assistant",
-        };
+        let who = turn.role.label();
         let cut = match turn.heard_ms {
             Some(ms) if turn.interrupted => format!("  [interrupted after {ms} ms]"),
             _ => String::new(),

@@ -16,6 +16,8 @@
 //! - [`realtime`]: OpenAI Realtime GA client/server events and the session shape.
 //! - [`upstream`]: opening the Realtime WebSocket (ws/wss, auth, timeout).
 //! - [`bridge`]: one call: the two relay tasks, playback tracking and barge-in.
+//! - [`records`]: call records (`/api/calls`), persisted beside the transcripts.
+//! - [`events`]: live per-call event feeds (SSE).
 //! - [`transcript`]: the per-call transcript and its atomic JSON file.
 //! - [`audio`]: G.711 μ-law codec and framing constants.
 //! - [`wav`]: reading caller clips and writing what the caller heard.
@@ -29,8 +31,10 @@ pub mod audio;
 pub mod bridge;
 pub mod config;
 pub mod demo;
+pub mod events;
 pub mod fake_openai;
 pub mod realtime;
+pub mod records;
 pub mod routes;
 pub mod sim;
 pub mod stats;

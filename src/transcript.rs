@@ -14,8 +14,23 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// The person who called (the inbound track of a fork).
     Caller,
+    /// The AI assistant.
     Assistant,
+    /// The other person on a forked call (the outbound track).
+    Agent,
+}
+
+impl Role {
+    /// `Caller`, `Assistant`, `Agent`: the label used in text transcripts and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Caller => "Caller",
+            Role::Assistant => "Assistant",
+            Role::Agent => "Agent",
+        }
+    }
 }
 
 /// Why a call ended, as written to `end_reason`.
