@@ -131,6 +131,40 @@ pub struct Config {
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Twilio account SID (AC…), for the REST API and signature checks.
+    #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+    pub twilio_account_sid: Option<String>,
+    /// Twilio auth token: REST API basic auth and the key of `X-Twilio-Signature`.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<Secret>,
+    /// Twilio API key SID (SK…), an alternative to the auth token for the REST API.
+    #[arg(long, env = "TWILIO_API_KEY_SID")]
+    pub twilio_api_key_sid: Option<String>,
+    /// Twilio API key secret.
+    #[arg(long, env = "TWILIO_API_KEY_SECRET", hide_env_values = true)]
+    pub twilio_api_key_secret: Option<Secret>,
+    /// Default caller ID for outbound calls (E.164).
+    #[arg(long, env = "TWILIO_PHONE_NUMBER")]
+    pub twilio_phone_number: Option<String>,
+    /// Twilio REST API base URL.
+    #[arg(long, env = "TWILIO_API_BASE", default_value = "https://api.twilio.com", value_parser = parse_http_url)]
+    pub twilio_api_base: String,
+    /// Bearer token for everything under /api; unset: /api answers 503.
+    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<Secret>,
+    /// Comma-separated E.164 prefixes outbound calls may go to (e.g. +1,+44); empty: any.
+    #[arg(long, env = "ALLOWED_DESTINATIONS", value_delimiter = ',', num_args = 0..)]
+    pub allowed_destinations: Vec<String>,
+    /// Check X-Twilio-Signature (on by default whenever TWILIO_AUTH_TOKEN is set).
+    #[arg(long, env = "TWILIO_VALIDATE_SIGNATURE", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub twilio_validate_signature: bool,
+    /// Calls served at once; above it, new calls are rejected as busy.
+    #[arg(long, env = "MAX_CONCURRENT_CALLS", default_value_t = 200)]
+    pub max_concurrent_calls: u64,
+    /// On SIGTERM, how long calls in progress may continue before they are ended, seconds.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 25)]
+    pub shutdown_grace_secs: u64,
 }
 
 /// Why a configuration value is rejected: always names the variable.
@@ -193,6 +227,52 @@ impl Config {
                 reason: "must not be empty".into(),
             });
         }
+        for opt in [&mut self.twilio_account_sid, &mut self.twilio_api_key_sid, &mut self.twilio_phone_number] {
+            if opt.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                *opt = None;
+            }
+        }
+        for secret in [
+            &mut self.twilio_auth_token,
+            &mut self.twilio_api_key_secret,
+            &mut self.api_token,
+        ] {
+            if secret.as_ref().is_some_and(|k| k.expose().is_empty()) {
+                *secret = None;
+            }
+        }
+        self.allowed_destinations = self
+            .allowed_destinations
+            .iter()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect();
+        if let Some(bad) = self.allowed_destinations.iter().find(|p| !is_e164_prefix(p)) {
+            return Err(ConfigError {
+                variable: "ALLOWED_DESTINATIONS",
+                reason: format!("{bad:?} is not an E.164 prefix like +1 or +44"),
+            });
+        }
+        if let Some(number) = &self.twilio_phone_number {
+            if !is_e164(number) {
+                return Err(ConfigError {
+                    variable: "TWILIO_PHONE_NUMBER",
+                    reason: format!("{number:?} is not an E.164 number like +15551234567"),
+                });
+            }
+        }
+        if self.twilio_api_key_sid.is_some() != self.twilio_api_key_secret.is_some() {
+            return Err(ConfigError {
+                variable: "TWILIO_API_KEY_SECRET",
+                reason: "TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET must be set together".into(),
+            });
+        }
+        if self.max_concurrent_calls == 0 {
+            return Err(ConfigError {
+                variable: "MAX_CONCURRENT_CALLS",
+                reason: "must be at least 1".into(),
+            });
+        }
         if self.vad_silence_duration_ms == 0 {
             return Err(ConfigError {
                 variable: "VAD_SILENCE_DURATION_MS",
@@ -200,6 +280,17 @@ impl Config {
             });
         }
         Ok(self)
+    }
+
+    /// Whether the Twilio REST API can be used (account SID plus a token or an API key).
+    pub fn twilio_configured(&self) -> bool {
+        self.twilio_account_sid.is_some()
+            && (self.twilio_auth_token.is_some() || self.twilio_api_key_secret.is_some())
+    }
+
+    /// Whether requests from Twilio must carry a valid `X-Twilio-Signature`.
+    pub fn validates_signatures(&self) -> bool {
+        self.twilio_validate_signature && self.twilio_auth_token.is_some()
     }
 
     /// Whether calls can reach the assistant.
@@ -263,6 +354,26 @@ impl Config {
     }
 }
 
+/// `+` then 2–15 digits, the first not 0 (ITU-T E.164).
+pub fn is_e164(s: &str) -> bool {
+    let Some(digits) = s.strip_prefix('+') else {
+        return false;
+    };
+    (2..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
+/// `+` then 1–15 digits, the first not 0: a prefix for ALLOWED_DESTINATIONS.
+pub fn is_e164_prefix(s: &str) -> bool {
+    let Some(digits) = s.strip_prefix('+') else {
+        return false;
+    };
+    (1..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
 fn parse_threshold(s: &str) -> Result<f32, String> {
     match s.trim().parse::<f32>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
@@ -277,6 +388,14 @@ fn parse_public_url(s: &str) -> Result<String, String> {
     }
     if !(s.starts_with("https://") || s.starts_with("http://")) {
         return Err("PUBLIC_URL must start with https:// (or http:// for local tests)".into());
+    }
+    Ok(s.to_string())
+}
+
+fn parse_http_url(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    if !(s.starts_with("https://") || s.starts_with("http://")) {
+        return Err("TWILIO_API_BASE must start with https:// (or http:// for a local fake)".into());
     }
     Ok(s.to_string())
 }
@@ -315,7 +434,16 @@ mod tests {
             openai_api_key: Some("sk-live-very-secret".into()),
             ..Config::default()
         };
+        let c = Config {
+            twilio_auth_token: Some("twilio-secret-token".into()),
+            api_token: Some("api-secret-token".into()),
+            twilio_api_key_secret: Some("key-secret".into()),
+            ..c
+        };
         let shown = format!("{c:?}");
+        for secret in ["twilio-secret-token", "api-secret-token", "key-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
         assert!(!shown.contains("very-secret"), "{shown}");
         assert!(shown.contains("[redacted]"));
     }
@@ -331,6 +459,32 @@ mod tests {
         assert!(parse_public_url("relay.example.com")
             .unwrap_err()
             .contains("PUBLIC_URL"));
+    }
+
+    #[test]
+    fn e164_numbers_and_prefixes() {
+        assert!(is_e164("+15551234567"));
+        assert!(!is_e164("15551234567"));
+        assert!(!is_e164("+0555"));
+        assert!(!is_e164("+1555123456789012"));
+        assert!(!is_e164("+1 555"));
+        assert!(is_e164_prefix("+1"));
+        assert!(!is_e164_prefix("+"));
+        let bad = Config {
+            allowed_destinations: vec!["44".into()],
+            ..Config::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().variable, "ALLOWED_DESTINATIONS");
+    }
+
+    #[test]
+    fn signatures_are_checked_only_with_a_token_and_unless_disabled() {
+        let mut c = Config::default();
+        assert!(!c.validates_signatures());
+        c.twilio_auth_token = Some("tok".into());
+        assert!(c.validates_signatures());
+        c.twilio_validate_signature = false;
+        assert!(!c.validates_signatures());
     }
 
     #[test]
