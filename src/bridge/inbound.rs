@@ -4,8 +4,15 @@
 //! (`PROTOCOLS.md` § "Twilio Media Streams" and § "OpenAI Realtime"). `mark` echoes and `start` go to
 //! the outbound task, which owns playback and the transcript. Malformed and unknown messages are
 //! logged (the first few per call, then summarized) and counted; they never end the call.
+//!
+//! Backpressure: caller audio waits in a bounded queue while the upstream socket is busy; when
+//! the queue is full the oldest frame is dropped (and counted) so a slow upstream costs a little
+//! audio, not memory or ever-growing latency. Messages from the outbound task are never dropped.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::task::Poll;
 use std::time::Instant;
 
 use axum::extract::ws::{Message, WebSocket};
@@ -19,11 +26,13 @@ use super::{CallCtx, CallInfo, ToOutbound};
 use crate::realtime::ClientEvent;
 use crate::stats::Stats;
 use crate::transcript::EndReason;
-use crate::twilio::media::TwilioEvent;
+use crate::twilio::media::{FrameProbe, TwilioEvent};
 use crate::upstream::UpstreamSocket;
 
 /// Ignored messages logged in full per call; the rest are counted and summarized at the end.
 const LOGGED_IGNORES: u64 = 5;
+/// Caller frames waiting for the upstream socket before the oldest is dropped: 1 s of audio.
+pub(super) const UPSTREAM_QUEUE_FRAMES: usize = 50;
 
 /// What to do after one Twilio message.
 pub(super) enum Step {
@@ -42,8 +51,10 @@ pub(super) struct Inbound {
     to_outbound: mpsc::Sender<ToOutbound>,
     /// Set from `start`.
     pub call: Option<CallInfo>,
-    /// Media frames forwarded (or buffered) upstream.
+    /// Media frames received from Twilio.
     pub frames_in: u64,
+    /// Caller frames dropped because the upstream socket could not keep up.
+    pub frames_dropped: u64,
     /// Messages ignored as malformed, unknown or binary.
     pub ignored: u64,
 }
@@ -55,12 +66,13 @@ impl Inbound {
             to_outbound,
             call: None,
             frames_in: 0,
+            frames_dropped: 0,
             ignored: 0,
         }
     }
 
     /// Classify one message from Twilio.
-    pub async fn on_message(&mut self, msg: Message) -> Step {
+    pub fn on_message(&mut self, msg: Message) -> Step {
         let text = match msg {
             Message::Text(text) => text,
             Message::Binary(bytes) => {
@@ -73,6 +85,21 @@ impl Inbound {
             Message::Close(_) => return Step::Closed,
             Message::Ping(_) | Message::Pong(_) => return Step::Continue,
         };
+        // The per-frame path: one flat parse, the payload borrowed, one string built.
+        if let Ok(FrameProbe {
+            event,
+            media: Some(media),
+        }) = serde_json::from_str::<FrameProbe>(text.as_str())
+        {
+            if event == "media" {
+                self.frames_in += 1;
+                trace!(bytes = media.payload.len(), "caller audio");
+                let append = ClientEvent::InputAudioBufferAppend {
+                    audio: media.payload,
+                };
+                return Step::Append(append.to_json());
+            }
+        }
         let event = match serde_json::from_str::<TwilioEvent>(text.as_str()) {
             Ok(event) => event,
             Err(e) => {
@@ -81,20 +108,19 @@ impl Inbound {
             }
         };
         match event {
-            TwilioEvent::Media { media, .. } => {
-                self.frames_in += 1;
-                trace!(bytes = media.payload.len(), "caller audio");
-                let append = ClientEvent::InputAudioBufferAppend {
-                    audio: media.payload,
-                };
-                Step::Append(append.to_json())
+            TwilioEvent::Media { .. } => {
+                // Only reached when the probe could not read it: a shape we cannot relay.
+                self.ignore("media frame without a usable payload");
+                Step::Continue
             }
             TwilioEvent::Mark { mark, .. } => {
                 let echo = ToOutbound::MarkEchoed {
                     name: mark.name.into_owned(),
                     at: Instant::now(),
                 };
-                let _ = self.to_outbound.send(echo).await;
+                if self.to_outbound.try_send(echo).is_err() {
+                    debug!("mark echo not delivered: the outbound side is busy or gone");
+                }
                 Step::Continue
             }
             TwilioEvent::Start {
@@ -107,12 +133,13 @@ impl Inbound {
                 let info = CallInfo {
                     call_sid: start.call_sid,
                     stream_sid,
-                    from: start.custom_parameters.get("From").cloned(),
-                    to: start.custom_parameters.get("To").cloned(),
+                    parameters: start.custom_parameters,
                 };
-                info!(from = ?info.from, to = ?info.to, tracks = ?start.tracks, "stream started");
+                info!(from = ?info.param("From"), to = ?info.param("To"), tracks = ?start.tracks, "stream started");
                 self.call = Some(info.clone());
-                let _ = self.to_outbound.send(ToOutbound::Started(info)).await;
+                if self.to_outbound.try_send(ToOutbound::Started(info)).is_err() {
+                    warn!("could not hand the stream start to the outbound side");
+                }
                 Step::Continue
             }
             TwilioEvent::Dtmf { dtmf, .. } => {
@@ -143,6 +170,26 @@ impl Inbound {
             warn!("more Twilio messages ignored; the total is logged when the call ends");
         }
     }
+
+    /// Queue caller audio for upstream, dropping the oldest frame when the queue is full.
+    pub fn enqueue(&mut self, queue: &mut VecDeque<String>, json: String) {
+        if queue.len() >= UPSTREAM_QUEUE_FRAMES {
+            queue.pop_front();
+            self.frames_dropped += 1;
+            if self.frames_dropped == 1 {
+                warn!("the Realtime API is not keeping up: dropping the oldest caller audio");
+            }
+        }
+        queue.push_back(json);
+    }
+}
+
+/// What woke the inbound loop.
+enum Wake {
+    Twilio(Option<Result<Message, axum::Error>>),
+    Control(Option<String>),
+    Cancelled,
+    WriteFailed(tungstenite::Error),
 }
 
 /// Run the Twilio → OpenAI side until Twilio stops, either socket fails, or `ctx` is cancelled.
@@ -154,12 +201,64 @@ pub(super) async fn run(
     mut from_outbound: mpsc::Receiver<String>,
     ctx: CallCtx,
 ) -> Inbound {
+    let mut audio: VecDeque<String> = VecDeque::with_capacity(UPSTREAM_QUEUE_FRAMES);
+    let mut control: VecDeque<String> = VecDeque::new();
+    let mut unflushed = false;
+    let mut control_open = true;
+    let cancelled = ctx.cancel.cancelled();
+    tokio::pin!(cancelled);
     let reason = loop {
-        tokio::select! {
-            _ = ctx.cancel.cancelled() => break None,
-            msg = twilio_rx.next() => {
+        // One poll drives everything: write what the socket takes (control first), flush, then
+        // read the next message from either side. Reading never waits for writing.
+        let wake = poll_fn(|cx| {
+            if cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Cancelled);
+            }
+            while !control.is_empty() || !audio.is_empty() {
+                match upstream_tx.poll_ready_unpin(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let json = control
+                            .pop_front()
+                            .or_else(|| audio.pop_front())
+                            .expect("one queue is non-empty");
+                        if let Err(e) = upstream_tx.start_send_unpin(tungstenite::Message::text(json)) {
+                            return Poll::Ready(Wake::WriteFailed(e));
+                        }
+                        unflushed = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Wake::WriteFailed(e)),
+                    Poll::Pending => break,
+                }
+            }
+            if unflushed {
+                match upstream_tx.poll_flush_unpin(cx) {
+                    Poll::Ready(Ok(())) => unflushed = false,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Wake::WriteFailed(e)),
+                    Poll::Pending => {}
+                }
+            }
+            if control_open {
+                if let Poll::Ready(msg) = from_outbound.poll_recv(cx) {
+                    return Poll::Ready(Wake::Control(msg));
+                }
+            }
+            if let Poll::Ready(msg) = twilio_rx.poll_next_unpin(cx) {
+                return Poll::Ready(Wake::Twilio(msg));
+            }
+            Poll::Pending
+        })
+        .await;
+        match wake {
+            Wake::Cancelled => break None,
+            Wake::WriteFailed(e) => {
+                warn!(error = %e, "could not write to the Realtime API");
+                break Some(EndReason::UpstreamError);
+            }
+            Wake::Control(Some(json)) => control.push_back(json),
+            Wake::Control(None) => control_open = false,
+            Wake::Twilio(msg) => {
                 let step = match msg {
-                    Some(Ok(msg)) => inbound.on_message(msg).await,
+                    Some(Ok(msg)) => inbound.on_message(msg),
                     Some(Err(e)) => {
                         debug!(error = %e, "Twilio socket error");
                         Step::Closed
@@ -167,21 +266,10 @@ pub(super) async fn run(
                     None => Step::Closed,
                 };
                 match step {
-                    Step::Append(json) => {
-                        if let Err(e) = upstream_tx.send(tungstenite::Message::text(json)).await {
-                            warn!(error = %e, "could not send caller audio upstream");
-                            break Some(EndReason::UpstreamError);
-                        }
-                    }
+                    Step::Append(json) => inbound.enqueue(&mut audio, json),
                     Step::Continue => {}
                     Step::Stop => break Some(EndReason::CallerHungUp),
                     Step::Closed => break Some(EndReason::TwilioDisconnected),
-                }
-            }
-            Some(json) = from_outbound.recv() => {
-                if let Err(e) = upstream_tx.send(tungstenite::Message::text(json)).await {
-                    warn!(error = %e, "could not send to the Realtime API");
-                    break Some(EndReason::UpstreamError);
                 }
             }
         }
@@ -189,6 +277,13 @@ pub(super) async fn run(
     if let Some(reason) = reason {
         ctx.end(reason);
     }
-    super::close_within_a_second(upstream_tx.close()).await;
+    // Deliver what is already queued (e.g. a truncate) before closing, but never wait long.
+    super::close_within_a_second(async {
+        for json in control.drain(..) {
+            let _ = upstream_tx.feed(tungstenite::Message::text(json)).await;
+        }
+        let _ = upstream_tx.close().await;
+    })
+    .await;
     inbound
 }

@@ -39,8 +39,25 @@ const CHANNEL_CAPACITY: usize = 256;
 pub(crate) struct CallInfo {
     pub call_sid: String,
     pub stream_sid: String,
-    pub from: Option<String>,
-    pub to: Option<String>,
+    /// The TwiML `<Parameter>`s (`From`, `To`, `CallRef` for outbound calls).
+    pub parameters: std::collections::BTreeMap<String, String>,
+}
+
+impl CallInfo {
+    /// A `<Parameter>` value.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.parameters.get(name).map(String::as_str)
+    }
+
+    /// A new transcript for this call.
+    pub fn transcript(&self) -> Transcript {
+        Transcript::new(
+            &self.call_sid,
+            &self.stream_sid,
+            self.param("From").map(str::to_string),
+            self.param("To").map(str::to_string),
+        )
+    }
 }
 
 /// From the inbound task to the outbound task.
@@ -97,7 +114,7 @@ async fn supervise(socket: WebSocket, app: AppState) {
             _ = ctx.cancel.cancelled() => { ctx.end(EndReason::ServerShutdown); break None }
             msg = twilio_rx.next() => {
                 let step = match msg {
-                    Some(Ok(msg)) => inbound.on_message(msg).await,
+                    Some(Ok(msg)) => inbound.on_message(msg),
                     _ => Step::Closed,
                 };
                 match step {
@@ -128,7 +145,7 @@ async fn supervise(socket: WebSocket, app: AppState) {
                 while inbound.call.is_none() {
                     match twilio_rx.next().await {
                         Some(Ok(msg)) => {
-                            inbound.on_message(msg).await;
+                            inbound.on_message(msg);
                         }
                         _ => break,
                     }
@@ -204,12 +221,7 @@ async fn supervise(socket: WebSocket, app: AppState) {
         .get()
         .copied()
         .unwrap_or(EndReason::ServerShutdown);
-    let transcript = transcript.or_else(|| {
-        inbound
-            .call
-            .as_ref()
-            .map(|c| Transcript::new(&c.call_sid, &c.stream_sid, c.from.clone(), c.to.clone()))
-    });
+    let transcript = transcript.or_else(|| inbound.call.as_ref().map(CallInfo::transcript));
     if let Some(mut t) = transcript {
         t.finish(reason);
         match t.save(&app.config.transcript_dir).await {
@@ -224,6 +236,7 @@ async fn supervise(socket: WebSocket, app: AppState) {
         end_reason = ?reason,
         duration_ms = started.elapsed().as_millis() as u64,
         frames_in = inbound.frames_in,
+        frames_dropped = inbound.frames_dropped,
         frames_out,
         barge_ins,
         ignored_messages = inbound.ignored + out_ignored,

@@ -17,6 +17,7 @@ use tracing::{debug, info, trace, warn};
 
 use super::playback::Playback;
 use super::{CallCtx, ToOutbound};
+use crate::realtime::server::{EventProbe, OUTPUT_AUDIO_DELTA};
 use crate::realtime::{ClientEvent, ServerEvent};
 use crate::transcript::{EndReason, Role, Transcript};
 use crate::twilio::media::{base64_decoded_len, TwilioCommand};
@@ -65,12 +66,7 @@ impl Outbound {
     fn on_inbound(&mut self, msg: ToOutbound) {
         match msg {
             ToOutbound::Started(info) => {
-                self.transcript = Some(Transcript::new(
-                    &info.call_sid,
-                    &info.stream_sid,
-                    info.from,
-                    info.to,
-                ));
+                self.transcript = Some(info.transcript());
                 self.stream_sid = Some(info.stream_sid);
             }
             ToOutbound::MarkEchoed { name, at } => {
@@ -83,6 +79,17 @@ impl Outbound {
 
     /// Handle one upstream text frame. `Err` means Twilio's socket failed.
     async fn on_event(&mut self, text: &str) -> Result<(), axum::Error> {
+        // The per-frame path: one flat parse with the audio borrowed.
+        if let Ok(EventProbe {
+            kind,
+            item_id: Some(item_id),
+            delta: Some(delta),
+        }) = serde_json::from_str::<EventProbe>(text)
+        {
+            if kind == OUTPUT_AUDIO_DELTA {
+                return self.audio(&item_id, &delta).await;
+            }
+        }
         let event = match serde_json::from_str::<ServerEvent>(text) {
             Ok(event) => event,
             Err(e) => {

@@ -165,6 +165,31 @@ pub enum ServerEvent<'a> {
     Other,
 }
 
+/// Hot-path view of any server event: its `type` and, for audio deltas, `item_id` and `delta`.
+/// One flat pass, no buffering; callers parse [`ServerEvent`] for every other type.
+#[derive(Debug, Deserialize)]
+pub struct EventProbe<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "borrowed")]
+    pub item_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "borrowed")]
+    pub delta: Option<Cow<'a, str>>,
+}
+
+/// `Option<Cow<str>>` that borrows from the input (serde only borrows bare `Cow` fields).
+fn borrowed<'de, D>(d: D) -> Result<Option<Cow<'de, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed>::deserialize(d)?.map(|b| b.0))
+}
+
+/// `type` of an assistant audio chunk, the one event on the per-frame path.
+pub const OUTPUT_AUDIO_DELTA: &str = "response.output_audio.delta";
+
 /// The `response` object of `response.created` / `response.done` (only the fields we use).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResponseInfo {
@@ -252,6 +277,15 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn the_probe_borrows_an_audio_delta() {
+        let e = r#"{"type":"response.output_audio.delta","event_id":"e","response_id":"r","item_id":"item_3","output_index":0,"content_index":0,"delta":"//8="}"#;
+        let probe: EventProbe = serde_json::from_str(e).unwrap();
+        assert_eq!(probe.kind, OUTPUT_AUDIO_DELTA);
+        assert!(matches!(probe.item_id, Some(Cow::Borrowed("item_3"))));
+        assert!(matches!(probe.delta, Some(Cow::Borrowed("//8="))));
     }
 
     #[test]

@@ -95,6 +95,17 @@ pub enum TwilioEvent<'a> {
     Unknown,
 }
 
+/// Hot-path view of any Twilio message: `event` and, for `media`, the payload. A flat struct
+/// parses in one pass without serde's buffering of internally tagged enums, and skips every other
+/// field; callers fall back to [`TwilioEvent`] for anything but `media`.
+#[derive(Debug, Deserialize)]
+pub struct FrameProbe<'a> {
+    #[serde(borrow)]
+    pub event: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub media: Option<MediaIn<'a>>,
+}
+
 /// The `start` object: once per stream, so owned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -347,6 +358,17 @@ mod tests {
         assert!(stream_sid.is_none());
         assert_eq!(start.stream_sid, "MZ9");
         assert!(start.media_format.is_none());
+    }
+
+    #[test]
+    fn the_probe_reads_media_and_names_everything_else() {
+        let frame = r#"{"event":"media","sequenceNumber":"4","streamSid":"MZ1","media":{"track":"inbound","chunk":"2","timestamp":"5","payload":"AAAA"}}"#;
+        let probe: FrameProbe = serde_json::from_str(frame).unwrap();
+        assert_eq!(probe.event, "media");
+        assert!(matches!(probe.media.unwrap().payload, Cow::Borrowed("AAAA")));
+        let stop: FrameProbe = serde_json::from_str(r#"{"event":"stop","stop":{"callSid":"CA1"}}"#).unwrap();
+        assert_eq!(stop.event, "stop");
+        assert!(stop.media.is_none());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! 127.0.0.1:0, and the Twilio simulator as the caller. One binary, shared `support`.
 
 mod calls;
+mod fake_twilio;
 mod hostile;
 mod http;
 mod support;
+mod twilio_rest;
