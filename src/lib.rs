@@ -19,6 +19,7 @@
 //! - [`records`]: call records (`/api/calls`), persisted beside the transcripts.
 //! - [`events`]: live per-call event feeds (SSE).
 //! - [`transcript`]: the per-call transcript and its atomic JSON file.
+//! - [`transcribe`]: live transcription of forked calls (OpenAI, Deepgram, Whisper backends).
 //! - [`audio`]: G.711 μ-law codec and framing constants.
 //! - [`wav`]: reading caller clips and writing what the caller heard.
 //! - [`sim`]: the `call` subcommand, a Twilio Media Streams simulator.
@@ -33,12 +34,14 @@ pub mod config;
 pub mod demo;
 pub mod events;
 pub mod fake_openai;
+pub mod load;
 pub mod realtime;
 pub mod records;
 pub mod routes;
 pub mod sim;
 pub mod stats;
 pub mod telemetry;
+pub mod transcribe;
 pub mod transcript;
 pub mod twilio;
 pub mod upstream;
