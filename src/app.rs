@@ -1,6 +1,8 @@
 //! Application state, the one router and the one serve function (used by `main`, `demo` and tests).
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 use std::sync::Arc;
 
 use axum::routing::get;
@@ -13,7 +15,12 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 use tracing::info;
 
+use std::sync::atomic::AtomicBool;
+
+use crate::active::{ActiveCalls, PendingSettings};
+use crate::api;
 use crate::config::Config;
+use crate::twilio::rest::{TwilioAuth, TwilioRest};
 use crate::events::EventHub;
 use crate::records::CallStore;
 use crate::routes;
@@ -35,18 +42,51 @@ pub struct AppState {
     pub records: CallStore,
     /// Live per-call event feeds.
     pub events: EventHub,
+    /// Calls in progress by CallSid.
+    pub active: ActiveCalls,
+    /// Per-call settings of outbound calls, until their stream starts.
+    pub pending: PendingSettings,
+    /// Twilio's REST API, when credentials are configured.
+    pub twilio: Option<TwilioRest>,
+    /// Set on SIGTERM/SIGINT: new calls are turned away while calls in progress finish.
+    pub draining: Arc<AtomicBool>,
 }
 
 impl AppState {
     /// State for `config` with fresh counters.
     pub fn new(config: Config) -> Self {
+        let twilio = twilio_client(&config);
         AppState {
+            active: ActiveCalls::default(),
+            pending: PendingSettings::default(),
+            twilio,
+            draining: Arc::default(),
             records: CallStore::load(&config.transcript_dir),
             events: EventHub::default(),
             config: Arc::new(config),
             stats: Stats::default(),
             shutdown: CancellationToken::new(),
             calls: TaskTracker::new(),
+        }
+    }
+}
+
+/// The REST client for `config`, if Twilio credentials are set (API key preferred over the token).
+fn twilio_client(config: &Config) -> Option<TwilioRest> {
+    let account = config.twilio_account_sid.as_deref()?;
+    let auth = match (&config.twilio_api_key_sid, &config.twilio_api_key_secret, &config.twilio_auth_token) {
+        (Some(sid), Some(secret), _) => TwilioAuth::ApiKey {
+            sid: sid.clone(),
+            secret: secret.clone(),
+        },
+        (_, _, Some(token)) => TwilioAuth::AuthToken(token.clone()),
+        _ => return None,
+    };
+    match TwilioRest::new(&config.twilio_api_base, account, auth) {
+        Ok(client) => Some(client),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "TWILIO_ACCOUNT_SID/TWILIO_API_BASE: cannot build the Twilio client");
+            None
         }
     }
 }
@@ -60,6 +100,8 @@ pub fn build_router(state: AppState) -> Router {
         )
         .route("/media-stream", get(routes::media_stream))
         .route("/health", get(routes::health))
+        .route("/twilio/status", axum::routing::post(api::twilio_status))
+        .merge(api::router(state.clone()))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -77,17 +119,30 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
     });
     let app = build_router(state.clone());
-    let token = state.shutdown.clone();
-    let signal = async move {
-        shutdown.await;
-        info!("shutting down: ending calls in progress");
-        token.cancel();
-    };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .await?;
+    let stop_http = CancellationToken::new();
+    let http = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop_http.clone().cancelled_owned())
+            .into_future(),
+    );
+    shutdown.await;
+    // Drain: keep answering HTTP (webhooks hear the fallback, upgrades get 503) while the calls
+    // in progress finish, up to the grace period; then end the rest cleanly.
+    state.draining.store(true, Ordering::Relaxed);
+    let grace = Duration::from_secs(state.config.shutdown_grace_secs);
+    info!(
+        active = state.stats.active(),
+        grace_s = grace.as_secs(),
+        "shutting down: no new calls; waiting for calls in progress"
+    );
     state.calls.close();
-    state.calls.wait().await;
+    if tokio::time::timeout(grace, state.calls.wait()).await.is_err() {
+        info!(active = state.stats.active(), "grace period over: ending the remaining calls");
+        state.shutdown.cancel();
+        state.calls.wait().await;
+    }
+    stop_http.cancel();
+    http.await.map_err(std::io::Error::other)??;
     Ok(())
 }
 

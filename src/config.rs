@@ -10,8 +10,9 @@ use std::str::FromStr;
 
 use clap::{Args, ValueEnum};
 
+use crate::active::CallSettings;
 use crate::realtime::session::{
-    AudioConfig, AudioFormat, AudioInput, AudioOutput, InputTranscription, SessionKind,
+    AudioConfig, AudioFormat, AudioInput, AudioOutput, InputTranscription, SessionKind, Tool,
     TurnDetection,
 };
 use crate::realtime::Session;
@@ -165,6 +166,10 @@ pub struct Config {
     /// On SIGTERM, how long calls in progress may continue before they are ended, seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 25)]
     pub shutdown_grace_secs: u64,
+
+    /// Live transcription of forked calls (`/transcribe-call`).
+    #[command(flatten)]
+    pub transcribe: crate::transcribe::TranscribeConfig,
 }
 
 /// Why a configuration value is rejected: always names the variable.
@@ -273,6 +278,7 @@ impl Config {
                 reason: "must be at least 1".into(),
             });
         }
+        self.transcribe = self.transcribe.validate()?;
         if self.vad_silence_duration_ms == 0 {
             return Err(ConfigError {
                 variable: "VAD_SILENCE_DURATION_MS",
@@ -311,8 +317,14 @@ impl Config {
         )
     }
 
-    /// The `session` for `session.update` (PROTOCOLS.md § OpenAI Realtime, client events).
+    /// The `session` for `session.update` with the configured defaults.
     pub fn session(&self) -> Session {
+        self.session_for(&CallSettings::default())
+    }
+
+    /// The `session` for `session.update` (PROTOCOLS.md § OpenAI Realtime, client events), with
+    /// one call's overrides applied. Declares the built-in `end_call` tool.
+    pub fn session_for(&self, settings: &CallSettings) -> Session {
         let turn_detection = match self.turn_detection {
             TurnDetectionKind::ServerVad => TurnDetection::ServerVad {
                 threshold: Some(self.vad_threshold),
@@ -336,7 +348,7 @@ impl Config {
             kind: SessionKind::Realtime,
             model: Some(self.openai_model.clone()),
             output_modalities: Some(vec!["audio".into()]),
-            instructions: Some(self.instructions.clone()),
+            instructions: Some(settings.instructions.clone().unwrap_or_else(|| self.instructions.clone())),
             audio: Some(AudioConfig {
                 input: Some(AudioInput {
                     format: AudioFormat::pcmu(),
@@ -345,12 +357,30 @@ impl Config {
                 }),
                 output: Some(AudioOutput {
                     format: AudioFormat::pcmu(),
-                    voice: Some(self.voice.clone()),
+                    voice: Some(settings.voice.clone().unwrap_or_else(|| self.voice.clone())),
                 }),
             }),
-            tools: None,
-            tool_choice: None,
+            tools: Some(vec![end_call_tool()]),
+            tool_choice: Some("auto".into()),
         }
+    }
+}
+
+/// Name of the built-in tool the model calls to hang up.
+pub const END_CALL_TOOL: &str = "end_call";
+
+/// The `end_call` function tool: the model calls it when the conversation is over.
+pub fn end_call_tool() -> Tool {
+    Tool {
+        kind: "function".into(),
+        name: END_CALL_TOOL.into(),
+        description: "Hang up the phone call. Call this when the caller says goodbye or clearly wants to end the call, or when the task is done and you have said a short goodbye. Say the goodbye before calling this.".into(),
+        parameters: serde_json::json!({
+            "type": "object",
+            "properties": {
+                "reason": {"type": "string", "description": "Why the call is ending, in a few words."}
+            }
+        }),
     }
 }
 

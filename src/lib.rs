@@ -9,6 +9,8 @@
 //! # Layout
 //! - [`config`]: the typed configuration (flags, environment, `.env`), secrets redacted.
 //! - [`telemetry`]: tracing setup (text or JSON).
+//! - [`active`]: calls in progress by CallSid and per-call settings of outbound calls.
+//! - [`api`]: the HTTP API under `/api` (bearer token) and Twilio's status callback.
 //! - [`app`]: `AppState`, the one `build_router` and the one `serve` used by `main` and tests.
 //! - [`routes`]: HTTP handlers: `/incoming-call` TwiML, `/health`, the `/media-stream` upgrade.
 //! - [`stats`]: process-wide counters behind `/health`.
@@ -27,6 +29,8 @@
 //! - [`demo`]: the `demo` subcommand: stand-in + relay + simulated call in one process.
 #![forbid(unsafe_code)]
 
+pub mod active;
+pub mod api;
 pub mod app;
 pub mod audio;
 pub mod bridge;

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use axum::extract::rejection::FormRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Form, State};
-use axum::http::{header, HeaderMap};
+use std::sync::atomic::Ordering;
+
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -36,6 +38,13 @@ pub async fn incoming_call(
             "incoming call answered with the fallback: OPENAI_API_KEY is not set"
         );
         twiml::say_and_hang_up(&config.fallback_message)
+    } else if state.draining.load(Ordering::Relaxed) {
+        info!(call_sid, "incoming call answered with the fallback: the server is shutting down");
+        twiml::say_and_hang_up(&config.fallback_message)
+    } else if state.stats.active() >= config.max_concurrent_calls {
+        state.stats.rejected();
+        warn!(call_sid, active = state.stats.active(), "incoming call rejected as busy: MAX_CONCURRENT_CALLS reached");
+        twiml::reject_busy()
     } else {
         let url = stream_url(config.public_url.as_deref(), &headers, "/media-stream");
         info!(call_sid, stream_url = %url, "incoming call");
@@ -80,10 +89,27 @@ pub fn stream_url(public_url: Option<&str>, headers: &HeaderMap, path: &str) -> 
 
 /// `GET /media-stream`: one Twilio Media Stream (one call) per WebSocket.
 pub async fn media_stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    if let Some(refusal) = refuse_new_call(&state) {
+        return refusal;
+    }
     let calls = state.calls.clone();
     ws.max_message_size(MAX_TWILIO_MESSAGE_BYTES)
         .max_frame_size(MAX_TWILIO_MESSAGE_BYTES)
         .on_upgrade(move |socket| calls.track_future(bridge::run_call(socket, state)))
+}
+
+/// 503 for a new stream while draining or at `MAX_CONCURRENT_CALLS`; `None` to accept it.
+pub fn refuse_new_call(state: &AppState) -> Option<Response> {
+    let reason = if state.draining.load(Ordering::Relaxed) {
+        "shutting down"
+    } else if state.stats.active() >= state.config.max_concurrent_calls {
+        state.stats.rejected();
+        "MAX_CONCURRENT_CALLS reached"
+    } else {
+        return None;
+    };
+    warn!(reason, "refused a stream");
+    Some((StatusCode::SERVICE_UNAVAILABLE, reason).into_response())
 }
 
 /// Body of `GET /health`.

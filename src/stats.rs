@@ -14,6 +14,7 @@ struct Inner {
     active: AtomicU64,
     total: AtomicU64,
     errors: AtomicU64,
+    rejected: AtomicU64,
 }
 
 impl Default for Stats {
@@ -23,6 +24,7 @@ impl Default for Stats {
             active: AtomicU64::new(0),
             total: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
         }))
     }
 }
@@ -38,6 +40,16 @@ impl Stats {
     /// Count one error: malformed input, an upstream failure, a failed write.
     pub fn error(&self) {
         self.0.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a call turned away (busy or shutting down).
+    pub fn rejected(&self) {
+        self.0.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Calls turned away since start.
+    pub fn rejected_total(&self) -> u64 {
+        self.0.rejected.load(Ordering::Relaxed)
     }
 
     /// Calls in progress.

@@ -47,6 +47,10 @@ pub enum EndReason {
     UpstreamClosed,
     /// The server was shutting down.
     ServerShutdown,
+    /// The assistant called `end_call` and the call was hung up after its goodbye played.
+    AssistantHungUp,
+    /// `POST /api/calls/{sid}/hangup`.
+    ApiHangup,
 }
 
 /// One utterance. `heard_ms` is set only for interrupted assistant turns.

@@ -205,7 +205,7 @@ pub(super) async fn run(
     let mut control: VecDeque<String> = VecDeque::new();
     let mut unflushed = false;
     let mut control_open = true;
-    let cancelled = ctx.cancel.cancelled();
+    let cancelled = ctx.cancel().cancelled();
     tokio::pin!(cancelled);
     let reason = loop {
         // One poll drives everything: write what the socket takes (control first), flush, then

@@ -8,11 +8,11 @@
 //! the supervisor finalizes the transcript. The active-call guard lives as long as the supervisor.
 
 mod inbound;
+mod ending;
 mod outbound;
 pub mod playback;
 
 use std::collections::VecDeque;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::WebSocket;
@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, field, info, info_span, warn, Instrument};
 
+use crate::active::CallHandle;
 use crate::app::AppState;
+use crate::events::CallEvent;
 use crate::realtime::ClientEvent;
 use crate::transcript::{EndReason, Transcript};
 use crate::upstream;
@@ -74,15 +76,17 @@ pub(crate) enum ToOutbound {
 #[derive(Clone)]
 pub(crate) struct CallCtx {
     app: AppState,
-    cancel: CancellationToken,
-    end_reason: Arc<OnceLock<EndReason>>,
+    handle: CallHandle,
 }
 
 impl CallCtx {
     /// Record why the call ended (the first reason wins) and stop the other task.
     fn end(&self, reason: EndReason) {
-        let _ = self.end_reason.set(reason);
-        self.cancel.cancel();
+        self.handle.end(reason);
+    }
+
+    fn cancel(&self) -> &CancellationToken {
+        self.handle.token()
     }
 }
 
@@ -100,8 +104,7 @@ async fn supervise(socket: WebSocket, app: AppState) {
     let mut inbound = Inbound::new(app.stats.clone(), to_outbound);
     let ctx = CallCtx {
         app: app.clone(),
-        cancel: app.shutdown.child_token(),
-        end_reason: Arc::default(),
+        handle: CallHandle::new(&app.shutdown),
     };
 
     // Phase 1: open the upstream socket while Twilio says `connected` and `start`.
@@ -111,7 +114,7 @@ async fn supervise(socket: WebSocket, app: AppState) {
     let connected = loop {
         tokio::select! {
             result = &mut connect => break Some(result),
-            _ = ctx.cancel.cancelled() => { ctx.end(EndReason::ServerShutdown); break None }
+            _ = ctx.cancel().cancelled() => { ctx.end(EndReason::ServerShutdown); break None }
             msg = twilio_rx.next() => {
                 let step = match msg {
                     Some(Ok(msg)) => inbound.on_message(msg),
@@ -208,7 +211,7 @@ async fn supervise(socket: WebSocket, app: AppState) {
                     Ok(done) => inbound = done,
                     Err(e) => {
                         error!(error = %e, "inbound task failed");
-                        ctx.cancel.cancel();
+                        ctx.end(EndReason::ServerShutdown);
                         return;
                     }
                 }
@@ -216,14 +219,23 @@ async fn supervise(socket: WebSocket, app: AppState) {
         }
     }
 
-    let reason = ctx
-        .end_reason
-        .get()
-        .copied()
-        .unwrap_or(EndReason::ServerShutdown);
+    let reason = ctx.handle.reason().unwrap_or(EndReason::ServerShutdown);
+    if let Some(call) = &inbound.call {
+        app.active.remove(&call.call_sid);
+        app.records
+            .update_existing(&call.call_sid, |r| r.end("completed", Some(reason)))
+            .await;
+    }
     let transcript = transcript.or_else(|| inbound.call.as_ref().map(CallInfo::transcript));
     if let Some(mut t) = transcript {
         t.finish(reason);
+        app.events.publish(
+            &t.call_sid,
+            CallEvent::Ended {
+                end_reason: reason,
+                at: chrono::Utc::now(),
+            },
+        );
         match t.save(&app.config.transcript_dir).await {
             Ok(path) => info!(path = %path.display(), turns = t.turns.len(), "transcript saved"),
             Err(e) => {

@@ -3,7 +3,9 @@
 //! Speaks the GA event shapes of `PROTOCOLS.md` § "OpenAI Realtime API — GA only" with the typed
 //! [`crate::realtime`] events: `session.created`/`updated`, an energy VAD ([`vad`]) that emits
 //! `input_audio_buffer.speech_started`/`stopped`/`committed`, placeholder caller transcription, and
-//! audio responses paced faster than real time. Two modes:
+//! audio responses paced faster than real time. A `?intent=transcription` connection is a
+//! transcription session: the same VAD events, then two transcription deltas and `.completed` per
+//! utterance (placeholder `[speech X.XX s]`), never a response. Two modes:
 //! - [`Mode::Parrot`]: the reply to each caller utterance is that utterance's audio; a text message
 //!   plus `response.create` (a greeting) gets a 1.2 s tone. Barge-in cancels, truncation is
 //!   checked against the audio generated, as on the real API.

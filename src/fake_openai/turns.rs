@@ -1,5 +1,10 @@
 //! Caller turns in parrot mode: appended audio through the VAD to `speech_started`, `committed`,
 //! placeholder transcription and the automatic reply; and the `echo-frames` echo.
+//!
+//! Transcription sessions (`?intent=transcription`, PROTOCOLS.md § "Transcription-only sessions")
+//! never reply: each utterance gets `speech_started`, `speech_stopped`, `committed`, two
+//! `…input_audio_transcription.delta` events (interim text) and `.completed` with the placeholder
+//! `[speech X.XX s]` (the length of the utterance's loud part).
 
 use std::borrow::Cow;
 
@@ -86,13 +91,29 @@ impl Conn {
             ..usize::try_from(end).unwrap_or(usize::MAX);
         let utterance = self.audio.get(range).unwrap_or_default().to_vec();
         let seconds = utterance.len() as f64 / (BYTES_PER_MS as f64 * 1000.0);
-        let transcript = format!("[caller speech {seconds:.2} s]");
-        if config::transcribes(&self.session) {
-            self.emit(&ServerEvent::InputTranscriptionDelta {
-                item_id: item.clone(),
-                content_index: 0,
-                delta: Cow::Borrowed(&transcript),
-            });
+        // A transcription session always transcribes, in two deltas so clients see interim text.
+        let transcription_only = self.session.kind == SessionKind::Transcription;
+        let transcript = if transcription_only {
+            format!("[speech {seconds:.2} s]")
+        } else {
+            format!("[caller speech {seconds:.2} s]")
+        };
+        if transcription_only || config::transcribes(&self.session) {
+            let cut = if transcription_only {
+                half_way(&transcript)
+            } else {
+                transcript.len()
+            };
+            for delta in [&transcript[..cut], &transcript[cut..]] {
+                if delta.is_empty() {
+                    continue;
+                }
+                self.emit(&ServerEvent::InputTranscriptionDelta {
+                    item_id: item.clone(),
+                    content_index: 0,
+                    delta: Cow::Borrowed(delta),
+                });
+            }
             self.emit(&ServerEvent::InputTranscriptionCompleted {
                 item_id: item,
                 content_index: 0,
@@ -102,6 +123,15 @@ impl Conn {
         self.last_item = Some(item_id);
         self.utterance = Some((utterance, transcript));
     }
+}
+
+/// A char boundary near the middle of `text`, where the first delta ends.
+fn half_way(text: &str) -> usize {
+    let mut cut = text.len() / 2;
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    cut
 }
 
 /// Bytes a padded base64 string decodes to, without decoding it.

@@ -6,15 +6,15 @@
 //! mark echoes, `stop`. Every frame carries a tag (call, sequence, send time; see [`tag`]); with the
 //! stand-in in `echo-frames` mode the same bytes come back as Twilio `media`, and the tag gives the
 //! round trip. The generator shares the machine with the relay, so it is built to be cheap: a few
-//! pacing workers with one timer each ([`worker`]), one light reader task per call that decodes
+//! pacing workers with one timer each (`worker`), one light reader task per call that decodes
 //! only the 32 base64 characters of the tag, samples kept as `u32` µs.
 //!
 //! - `run`: one load run ([`run`]) and its CPU/memory window.
-//! - [`worker`]: pacing: 2 ms slots, late-tick counting, drain and hang-up.
+//! - `worker`: pacing: 2 ms slots, late-tick counting, drain and hang-up.
 //! - `conn`: connecting and the typed frames a call sends.
 //! - `reader`: what comes back: tags, marks, `clear`.
 //! - [`tag`]: the frame tag layout.
-//! - [`stats`]: percentiles.
+//! - [`stats`]: round-trip percentiles.
 //! - [`usage`]: `/proc` CPU and memory readings.
 //! - [`report`]: [`LoadReport`] and its table.
 
@@ -25,7 +25,7 @@ mod run;
 pub mod stats;
 pub mod tag;
 pub mod usage;
-pub mod worker;
+mod worker;
 
 #[cfg(test)]
 mod tests;

@@ -1,13 +1,13 @@
 //! A pacing worker: owns the sending half of a slice of the calls and sends each of them one frame
 //! every 20 ms from a single timer.
 //!
-//! The 20 ms frame period is cut into [`SLOTS`] slots of 2 ms and each call belongs to one slot,
+//! The 20 ms frame period is cut into `SLOTS` slots of 2 ms and each call belongs to one slot,
 //! so a worker with 250 calls sends 25 frames every 2 ms instead of 250 at once: real callers are
 //! not in phase, and bursts would measure the generator's queueing, not the relay's. Workers are
 //! offset from each other by a fraction of a slot. The timer uses [`MissedTickBehavior::Burst`]:
 //! Twilio's clock does not slow down when the relay (or this generator) is slow, so missed slots are
 //! caught up at once and every call still offers 50 frames/s; each tick that fires more than
-//! [`LATE_AFTER`] behind schedule is counted, so an overloaded generator shows in the report.
+//! `LATE_AFTER` behind schedule is counted, so an overloaded generator shows in the report.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use super::tag::{Codec, Tag};
 
 /// Slots per 20 ms frame period.
 pub(super) const SLOTS: usize = 10;
-/// One slot: 20 ms / [`SLOTS`].
+/// One slot: 20 ms / `SLOTS`.
 const SLOT: Duration = Duration::from_millis(2);
 /// A tick this far behind its schedule is late.
 pub(super) const LATE_AFTER: Duration = Duration::from_millis(5);
@@ -46,7 +46,7 @@ pub(super) struct Plan {
 #[derive(Debug, Default)]
 pub(super) struct WorkerStats {
     pub ticks: u64,
-    /// Ticks that fired more than [`LATE_AFTER`] behind schedule.
+    /// Ticks that fired more than `LATE_AFTER` behind schedule.
     pub late_ticks: u64,
     /// Worst tick lateness, µs.
     pub max_late_us: u64,

@@ -65,6 +65,11 @@ pub fn say_and_hang_up(message: &str) -> String {
     )
 }
 
+/// `<Reject reason="busy"/>`: the caller hears a busy signal and the call is not answered.
+pub fn reject_busy() -> String {
+    format!(r#"{HEADER}<Response><Reject reason="busy"/></Response>"#)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -98,7 +98,12 @@ async fn the_session_update_is_ga_shaped_and_comes_first() {
                         "silence_duration_ms": 500, "create_response": true, "interrupt_response": true}
                 },
                 "output": {"format": {"type": "audio/pcmu"}, "voice": "cedar"}
-            }
+            },
+            "tools": [{"type": "function", "name": "end_call",
+                "description": twilio_realtime_relay::config::end_call_tool().description,
+                "parameters": {"type": "object", "properties": {"reason": {"type": "string",
+                    "description": "Why the call is ending, in a few words."}}}}],
+            "tool_choice": "auto"
         }
     });
     assert_eq!(first, expected);

@@ -1,6 +1,7 @@
 //! Integration tests: the real router and server on 127.0.0.1:0, the Realtime stand-in on
 //! 127.0.0.1:0, and the Twilio simulator as the caller. One binary, shared `support`.
 
+mod api;
 mod calls;
 mod fake_twilio;
 mod hostile;

@@ -1,6 +1,7 @@
 //! Tests of the Realtime stand-in, driven by a tokio-tungstenite client over real sockets.
 
 mod session_events;
+mod transcription;
 mod transport;
 mod turns;
 

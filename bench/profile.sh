@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# bench/profile.sh: where the relay spends its CPU under the frame-tagged echo load. Starts the
+# stand-in and a release relay, runs `load` at PROFILE_CALLS (100) calls and samples the relay with
+# `perf record` (cpu-clock, PROFILE_SECONDS = 10 s, after a 5 s warm-up), then prints the hottest
+# functions (self time) and, with call graphs, the hottest inclusive paths. Needs `perf`
+# (Debian: apt-get install linux-perf). Same environment as run.sh (RELAY_BIN, BENCH_OUT).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+CALLS="${PROFILE_CALLS:-100}"
+PROFILE_SECONDS="${PROFILE_SECONDS:-10}"
+# dwarf unwinding: the release profile has line tables but no frame pointers.
+CALL_GRAPH="${PROFILE_CALL_GRAPH:-dwarf,16384}"
+
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+command -v perf >/dev/null || { log "perf not found (apt-get install linux-perf)"; exit 1; }
+build
+raise_fd_limit
+start_fake
+start_relay
+"$BIN" load "ws://127.0.0.1:$RELAY_PORT/media-stream" --calls "$CALLS" \
+  --seconds "$((PROFILE_SECONDS + 5))" --warmup 3 --ramp 1 --pid "$RELAY_PID" \
+  >"$OUT/profile-load.txt" &
+LOAD_PID=$!
+sleep 5
+log "perf record -p $RELAY_PID for ${PROFILE_SECONDS} s ($CALLS calls)"
+perf record -e cpu-clock -F 999 --call-graph "$CALL_GRAPH" -p "$RELAY_PID" \
+  -o "$OUT/perf.data" -- sleep "$PROFILE_SECONDS" 2>"$OUT/perf-record.log"
+wait "$LOAD_PID" || true
+cat "$OUT/profile-load.txt"
+echo
+echo "## Self time by function (top 40)"
+perf report -i "$OUT/perf.data" --no-children --sort symbol --stdio -g none --percent-limit 0.5 \
+  2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
+echo
+echo "## Inclusive time by function (top 40)"
+perf report -i "$OUT/perf.data" --children --sort symbol --stdio -g none --percent-limit 2 \
+  2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
+if [[ "$KEEP_OUT" == 1 ]]; then log "perf data in $OUT/perf.data"; fi

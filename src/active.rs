@@ -1,0 +1,143 @@
+//! Calls in progress, by CallSid (so the HTTP API can end one), and the per-call settings of
+//! outbound calls waiting for their stream to connect.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::transcript::EndReason;
+
+/// How one call is ended from outside its tasks. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct CallHandle {
+    cancel: CancellationToken,
+    end_reason: Arc<OnceLock<EndReason>>,
+}
+
+impl CallHandle {
+    /// A handle cancelled with `parent` (the server's shutdown token) or by [`CallHandle::end`].
+    pub fn new(parent: &CancellationToken) -> Self {
+        CallHandle {
+            cancel: parent.child_token(),
+            end_reason: Arc::default(),
+        }
+    }
+
+    /// End the call, recording why; the first reason given wins.
+    pub fn end(&self, reason: EndReason) {
+        let _ = self.end_reason.set(reason);
+        self.cancel.cancel();
+    }
+
+    /// Record why the call is about to end without ending it yet (e.g. before asking Twilio to
+    /// hang up, so the `stop` that follows is not mistaken for the caller hanging up).
+    pub fn set_reason(&self, reason: EndReason) {
+        let _ = self.end_reason.set(reason);
+    }
+
+    /// Why the call ended, if it has.
+    pub fn reason(&self) -> Option<EndReason> {
+        self.end_reason.get().copied()
+    }
+
+    /// The token the call's tasks watch.
+    pub fn token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+}
+
+/// Calls in progress by CallSid. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct ActiveCalls(Arc<Mutex<HashMap<String, CallHandle>>>);
+
+impl ActiveCalls {
+    /// Register `call_sid` (on Twilio's `start`).
+    pub fn register(&self, call_sid: &str, handle: CallHandle) {
+        self.lock().insert(call_sid.to_string(), handle);
+    }
+
+    /// Forget `call_sid` (when its call ends).
+    pub fn remove(&self, call_sid: &str) {
+        self.lock().remove(call_sid);
+    }
+
+    /// The handle of `call_sid`, if it is in progress here.
+    pub fn get(&self, call_sid: &str) -> Option<CallHandle> {
+        self.lock().get(call_sid).cloned()
+    }
+
+    /// End `call_sid` if it is in progress here; returns whether it was.
+    pub fn end(&self, call_sid: &str, reason: EndReason) -> bool {
+        let handle = self.lock().get(call_sid).cloned();
+        handle.map(|h| h.end(reason)).is_some()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CallHandle>> {
+        self.0.lock().expect("active calls lock poisoned")
+    }
+}
+
+/// Per-call overrides given to `POST /api/calls`; `None` keeps the configured default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallSettings {
+    pub instructions: Option<String>,
+    pub greeting: Option<String>,
+    pub voice: Option<String>,
+}
+
+/// How long settings wait for their call's stream (calls ring for at most a minute or two).
+const SETTINGS_TTL: Duration = Duration::from_secs(3600);
+
+/// Settings of outbound calls not yet connected, keyed by the `CallRef` `<Parameter>`. They stay
+/// server-side because TwiML parameters are limited to 500 characters.
+#[derive(Debug, Clone, Default)]
+pub struct PendingSettings(Arc<Mutex<HashMap<String, (Instant, CallSettings)>>>);
+
+impl PendingSettings {
+    /// Keep `settings` under a fresh reference and return it. Expired entries are pruned here.
+    pub fn insert(&self, settings: CallSettings) -> String {
+        let reference = uuid::Uuid::new_v4().simple().to_string();
+        let mut map = self.0.lock().expect("pending settings lock poisoned");
+        map.retain(|_, (at, _)| at.elapsed() < SETTINGS_TTL);
+        map.insert(reference.clone(), (Instant::now(), settings));
+        reference
+    }
+
+    /// Take the settings of `reference` (once).
+    pub fn take(&self, reference: &str) -> Option<CallSettings> {
+        let mut map = self.0.lock().expect("pending settings lock poisoned");
+        map.remove(reference).map(|(_, s)| s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ending_a_registered_call_cancels_it_with_the_first_reason() {
+        let root = CancellationToken::new();
+        let calls = ActiveCalls::default();
+        let handle = CallHandle::new(&root);
+        calls.register("CA1", handle.clone());
+        assert!(calls.end("CA1", EndReason::ApiHangup));
+        handle.end(EndReason::CallerHungUp);
+        assert!(handle.token().is_cancelled());
+        assert_eq!(handle.reason(), Some(EndReason::ApiHangup));
+        calls.remove("CA1");
+        assert!(!calls.end("CA1", EndReason::ApiHangup));
+    }
+
+    #[test]
+    fn settings_are_taken_once() {
+        let pending = PendingSettings::default();
+        let reference = pending.insert(CallSettings {
+            voice: Some("cedar".into()),
+            ..CallSettings::default()
+        });
+        assert_eq!(pending.take(&reference).unwrap().voice.as_deref(), Some("cedar"));
+        assert!(pending.take(&reference).is_none());
+    }
+}

@@ -1,0 +1,263 @@
+//! `/api/calls` and `/api/numbers`: place, list, inspect and hang up calls; list numbers.
+
+use std::path::Path as FsPath;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::info;
+
+use super::ApiError;
+use crate::active::CallSettings;
+use crate::app::AppState;
+use crate::config::{is_e164, Config};
+use crate::records::CallRecord;
+use crate::routes::stream_url;
+use crate::transcript::{EndReason, Transcript};
+use crate::twilio::rest::{CreateCall, TwilioRest};
+use crate::twilio::twiml;
+
+/// Voices the Realtime API offers (PROTOCOLS.md § OpenAI Realtime).
+const VOICES: [&str; 10] = [
+    "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar",
+];
+/// Longest per-call `instructions`, characters.
+const MAX_INSTRUCTIONS: usize = 20_000;
+/// Twilio's limit on inline `Twiml`, characters.
+const MAX_TWIML: usize = 4000;
+
+/// Body of `POST /api/calls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCall {
+    /// E.164 destination.
+    to: String,
+    /// E.164 caller ID; default `TWILIO_PHONE_NUMBER`.
+    from: Option<String>,
+    instructions: Option<String>,
+    greeting: Option<String>,
+    voice: Option<String>,
+    /// Returned as is with the call record.
+    metadata: Option<Value>,
+}
+
+fn twilio(state: &AppState) -> Result<&TwilioRest, ApiError> {
+    state.twilio.as_ref().ok_or_else(|| {
+        ApiError::Disabled(
+            "Twilio is not configured: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (or TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET)".into(),
+        )
+    })
+}
+
+fn validate(config: &Config, call: &NewCall) -> Result<String, ApiError> {
+    if !is_e164(&call.to) {
+        return Err(ApiError::invalid("to", "must be an E.164 number such as +15551234567"));
+    }
+    let allowed = &config.allowed_destinations;
+    if !allowed.is_empty() && !allowed.iter().any(|p| call.to.starts_with(p.as_str())) {
+        return Err(ApiError::invalid(
+            "to",
+            format!("{} is not in ALLOWED_DESTINATIONS ({})", call.to, allowed.join(",")),
+        ));
+    }
+    let from = call
+        .from
+        .clone()
+        .or_else(|| config.twilio_phone_number.clone())
+        .ok_or_else(|| ApiError::invalid("from", "give `from` or set TWILIO_PHONE_NUMBER"))?;
+    if !is_e164(&from) {
+        return Err(ApiError::invalid("from", "must be an E.164 number such as +15551234567"));
+    }
+    if let Some(voice) = &call.voice {
+        if !VOICES.contains(&voice.as_str()) {
+            return Err(ApiError::invalid("voice", format!("must be one of {}", VOICES.join(", "))));
+        }
+    }
+    if call.instructions.as_ref().is_some_and(|i| i.chars().count() > MAX_INSTRUCTIONS) {
+        return Err(ApiError::invalid("instructions", format!("at most {MAX_INSTRUCTIONS} characters")));
+    }
+    Ok(from)
+}
+
+/// `POST /api/calls` → 201 `{"call_sid","status","to","from"}`.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<NewCall>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(call) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let config = &state.config;
+    let from = validate(config, &call)?;
+    let twilio = twilio(&state)?;
+    if !config.openai_configured() {
+        return Err(ApiError::Disabled(
+            "OPENAI_API_KEY is not set: the call would only hear the fallback message".into(),
+        ));
+    }
+    let reference = state.pending.insert(CallSettings {
+        instructions: call.instructions.clone(),
+        greeting: call.greeting.clone(),
+        voice: call.voice.clone(),
+    });
+    let stream = stream_url(config.public_url.as_deref(), &headers, "/media-stream");
+    let xml = twiml::connect_stream(
+        config.intro_message.as_deref(),
+        &stream,
+        &[("CallRef", &reference), ("From", &from), ("To", &call.to)],
+        &config.fallback_message,
+    );
+    if xml.len() > MAX_TWIML {
+        state.pending.take(&reference);
+        return Err(ApiError::invalid("to", "the generated TwiML exceeds Twilio's 4000 characters; shorten INTRO_MESSAGE or FALLBACK_MESSAGE"));
+    }
+    // The callback goes to the same public host as the stream, over https.
+    let callback = stream
+        .replacen("wss://", "https://", 1)
+        .replacen("ws://", "http://", 1)
+        .replace("/media-stream", "/twilio/status");
+    let request = CreateCall {
+        to: call.to.clone(),
+        from: from.clone(),
+        twiml: xml,
+        status_callback: Some(callback),
+        status_callback_events: ["initiated", "ringing", "answered", "completed"]
+            .map(String::from)
+            .to_vec(),
+        timeout_s: None,
+    };
+    let created = match twilio.create_call(&request).await {
+        Ok(created) => created,
+        Err(e) => {
+            state.pending.take(&reference);
+            return Err(e.into());
+        }
+    };
+    info!(call_sid = %created.sid, to = %created.to, "placed an outbound call");
+    let metadata = call.metadata.clone();
+    state
+        .records
+        .update(
+            &created.sid,
+            || CallRecord::new(&created.sid, "outbound-api", &created.status),
+            |r| {
+                r.from = Some(from.clone());
+                r.to = Some(call.to.clone());
+                r.metadata = metadata;
+            },
+        )
+        .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"call_sid": created.sid, "status": created.status, "to": created.to, "from": created.from})),
+    ))
+}
+
+/// `?limit=` of `GET /api/calls`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/calls` → `{"calls":[…]}`: calls in progress first, then newest first (limit ≤ 1000, default 50).
+pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Json<Value> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    Json(json!({ "calls": state.records.list(limit) }))
+}
+
+async fn read_transcript(dir: &FsPath, call_sid: &str) -> Result<Option<Transcript>, ApiError> {
+    let probe = Transcript::new(call_sid, "", None, None);
+    match tokio::fs::read(probe.path(dir)).await {
+        Ok(bytes) => Ok(Some(
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::Internal(e.into()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ApiError::Internal(e.into())),
+    }
+}
+
+/// `GET /api/calls/{call_sid}` → the record plus `"transcript"` (or `null`).
+pub async fn show(
+    State(state): State<AppState>,
+    Path(call_sid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let record = state.records.get(&call_sid);
+    let transcript = read_transcript(&state.config.transcript_dir, &call_sid).await?;
+    if record.is_none() && transcript.is_none() {
+        return Err(ApiError::NotFound(format!("no call {call_sid}")));
+    }
+    let mut body = match record {
+        Some(r) => serde_json::to_value(r).map_err(|e| ApiError::Internal(e.into()))?,
+        None => json!({"call_sid": call_sid}),
+    };
+    body["transcript"] = serde_json::to_value(transcript).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(Json(body))
+}
+
+/// `?format=text|json` of the transcript endpoint.
+#[derive(Debug, Deserialize)]
+pub struct TranscriptQuery {
+    format: Option<String>,
+}
+
+/// `GET /api/calls/{call_sid}/transcript` → the transcript JSON, or with `?format=text`
+/// `Caller: …` / `Assistant: …` / `Agent: …` lines.
+pub async fn transcript(
+    State(state): State<AppState>,
+    Path(call_sid): Path<String>,
+    Query(q): Query<TranscriptQuery>,
+) -> Result<Response, ApiError> {
+    let t = read_transcript(&state.config.transcript_dir, &call_sid)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no transcript for {call_sid}")))?;
+    match q.format.as_deref() {
+        None | Some("json") => Ok(Json(t).into_response()),
+        Some("text") => {
+            let text: String = t
+                .turns
+                .iter()
+                .map(|turn| format!("{}: {}\n", turn.role.label(), turn.text))
+                .collect();
+            Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+        }
+        Some(other) => Err(ApiError::invalid("format", format!("{other:?} is not json or text"))),
+    }
+}
+
+/// `POST /api/calls/{call_sid}/hangup` → Twilio `Status=completed`. A Twilio 20404 means the
+/// call had already ended: 200 with that said.
+pub async fn hang_up(
+    State(state): State<AppState>,
+    Path(call_sid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let twilio = twilio(&state)?;
+    // Say why before Twilio's `stop` arrives, so the transcript does not blame the caller.
+    let handle = state.active.get(&call_sid);
+    if let Some(h) = &handle {
+        h.set_reason(EndReason::ApiHangup);
+    }
+    let body = match twilio.hang_up(&call_sid).await {
+        Ok(call) => json!({"call_sid": call_sid, "status": call.status}),
+        Err(e) if e.is_not_found() => json!({"call_sid": call_sid, "status": "completed",
+            "message": "the call had already ended (Twilio 20404)"}),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(h) = handle {
+        h.end(EndReason::ApiHangup);
+    }
+    state
+        .records
+        .update_existing(&call_sid, |r| r.end("completed", Some(EndReason::ApiHangup)))
+        .await;
+    info!(%call_sid, "hung up through the API");
+    Ok(Json(body))
+}
+
+/// `GET /api/numbers` → `{"numbers":[{"sid","phone_number","friendly_name"}]}` (all pages).
+pub async fn numbers(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let numbers = twilio(&state)?.incoming_numbers().await?;
+    Ok(Json(json!({ "numbers": numbers })))
+}

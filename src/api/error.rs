@@ -1,0 +1,96 @@
+//! The HTTP API's error type: JSON `{"error":{"code","message","source","field"?}}` with the
+//! right status. Twilio's own code and message pass through with `source: "twilio"` and 502;
+//! 5xx details of our own are logged, never sent.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tracing::error;
+
+use crate::twilio::rest::TwilioError;
+
+/// Everything an `/api` or Twilio-callback handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401: no or wrong bearer token.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// 503: the feature needs configuration (`API_TOKEN`, Twilio credentials, …).
+    #[error("{0}")]
+    Disabled(String),
+    /// 422: a request field is invalid.
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    /// 400: the body is not the JSON we expect.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 502: Twilio refused or failed.
+    #[error("Twilio: {0}")]
+    Twilio(#[from] TwilioError),
+    /// 500: logged with its cause; the client sees a generic message.
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 422 naming `field`.
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                json!({"code": "unauthorized", "message": self.to_string(), "source": "relay"}),
+            ),
+            ApiError::Disabled(message) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"code": "not_configured", "message": message, "source": "relay"}),
+            ),
+            ApiError::Invalid { field, message } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"code": "invalid_field", "message": message, "field": field, "source": "relay"}),
+            ),
+            ApiError::BadRequest(message) => (
+                StatusCode::BAD_REQUEST,
+                json!({"code": "bad_request", "message": message, "source": "relay"}),
+            ),
+            ApiError::NotFound(message) => (
+                StatusCode::NOT_FOUND,
+                json!({"code": "not_found", "message": message, "source": "relay"}),
+            ),
+            ApiError::Twilio(TwilioError::Api {
+                code,
+                message,
+                more_info,
+                http_status,
+            }) => (
+                StatusCode::BAD_GATEWAY,
+                json!({"code": code, "message": message, "more_info": more_info,
+                       "twilio_status": http_status, "source": "twilio"}),
+            ),
+            ApiError::Twilio(e) => (
+                StatusCode::BAD_GATEWAY,
+                json!({"code": "twilio_unreachable", "message": e.to_string(), "source": "twilio"}),
+            ),
+            ApiError::Internal(e) => {
+                error!(error = format!("{e:#}"), "internal error in the HTTP API");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"code": "internal", "message": "internal error", "source": "relay"}),
+                )
+            }
+        };
+        (status, Json(json!({ "error": body }))).into_response()
+    }
+}
