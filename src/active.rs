@@ -137,7 +137,10 @@ mod tests {
             voice: Some("cedar".into()),
             ..CallSettings::default()
         });
-        assert_eq!(pending.take(&reference).unwrap().voice.as_deref(), Some("cedar"));
+        assert_eq!(
+            pending.take(&reference).unwrap().voice.as_deref(),
+            Some("cedar")
+        );
         assert!(pending.take(&reference).is_none());
     }
 }

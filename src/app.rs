@@ -2,10 +2,11 @@
 
 use std::future::{Future, IntoFuture};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::routing::get;
+use axum::middleware;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
@@ -20,11 +21,12 @@ use std::sync::atomic::AtomicBool;
 use crate::active::{ActiveCalls, PendingSettings};
 use crate::api;
 use crate::config::Config;
-use crate::twilio::rest::{TwilioAuth, TwilioRest};
 use crate::events::EventHub;
 use crate::records::CallStore;
 use crate::routes;
 use crate::stats::Stats;
+use crate::twilio::rest::{TwilioAuth, TwilioRest};
+use crate::{transcribe, verify};
 
 /// Largest HTTP body accepted (Twilio webhooks are a few hundred bytes), bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -74,7 +76,11 @@ impl AppState {
 /// The REST client for `config`, if Twilio credentials are set (API key preferred over the token).
 fn twilio_client(config: &Config) -> Option<TwilioRest> {
     let account = config.twilio_account_sid.as_deref()?;
-    let auth = match (&config.twilio_api_key_sid, &config.twilio_api_key_secret, &config.twilio_auth_token) {
+    let auth = match (
+        &config.twilio_api_key_sid,
+        &config.twilio_api_key_secret,
+        &config.twilio_auth_token,
+    ) {
         (Some(sid), Some(secret), _) => TwilioAuth::ApiKey {
             sid: sid.clone(),
             secret: secret.clone(),
@@ -85,22 +91,40 @@ fn twilio_client(config: &Config) -> Option<TwilioRest> {
     match TwilioRest::new(&config.twilio_api_base, account, auth) {
         Ok(client) => Some(client),
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "TWILIO_ACCOUNT_SID/TWILIO_API_BASE: cannot build the Twilio client");
+            tracing::error!(
+                error = format!("{e:#}"),
+                "TWILIO_ACCOUNT_SID/TWILIO_API_BASE: cannot build the Twilio client"
+            );
             None
         }
     }
 }
 
-/// The HTTP surface: `/incoming-call`, `/media-stream`, `/health`.
+/// The HTTP surface. What Twilio calls (webhooks, status callback, stream upgrades) is behind
+/// the `X-Twilio-Signature` check; `/api` is behind the bearer token; `/health` is open.
 pub fn build_router(state: AppState) -> Router {
-    Router::new()
+    let from_twilio = Router::new()
         .route(
             "/incoming-call",
             get(routes::incoming_call).post(routes::incoming_call),
         )
         .route("/media-stream", get(routes::media_stream))
+        .route("/twilio/status", post(api::twilio_status))
+        .route(
+            "/transcribe-call",
+            get(transcribe::transcribe_call).post(transcribe::transcribe_call),
+        )
+        .route(
+            "/transcription-stream",
+            get(transcribe::transcription_stream),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            verify::require_twilio_signature,
+        ));
+    Router::new()
+        .merge(from_twilio)
         .route("/health", get(routes::health))
-        .route("/twilio/status", axum::routing::post(api::twilio_status))
         .merge(api::router(state.clone()))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
@@ -136,8 +160,14 @@ pub async fn serve(
         "shutting down: no new calls; waiting for calls in progress"
     );
     state.calls.close();
-    if tokio::time::timeout(grace, state.calls.wait()).await.is_err() {
-        info!(active = state.stats.active(), "grace period over: ending the remaining calls");
+    if tokio::time::timeout(grace, state.calls.wait())
+        .await
+        .is_err()
+    {
+        info!(
+            active = state.stats.active(),
+            "grace period over: ending the remaining calls"
+        );
         state.shutdown.cancel();
         state.calls.wait().await;
     }
@@ -156,6 +186,21 @@ pub async fn run_server(config: Config) -> anyhow::Result<()> {
         tracing::warn!(
             "OPENAI_API_KEY is not set: calls will hear the fallback message and be hung up"
         );
+    }
+    match (config.twilio_auth_token.is_some(), config.twilio_validate_signature) {
+        (true, true) if config.public_url.is_none() => tracing::warn!(
+            "PUBLIC_URL is not set: Twilio signatures are checked against the request's Host header; set PUBLIC_URL to the URL Twilio calls"
+        ),
+        (true, true) => info!("requests from Twilio must carry a valid X-Twilio-Signature"),
+        (true, false) => tracing::warn!(
+            "TWILIO_VALIDATE_SIGNATURE=false: anyone who finds this server can open streams and spend your OpenAI credit; never run like this in production"
+        ),
+        (false, _) => tracing::warn!(
+            "TWILIO_AUTH_TOKEN is not set: requests claiming to come from Twilio are NOT authenticated"
+        ),
+    }
+    if config.api_token.is_none() {
+        info!("API_TOKEN is not set: /api is disabled");
     }
     tokio::fs::create_dir_all(&config.transcript_dir)
         .await

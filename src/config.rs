@@ -232,7 +232,11 @@ impl Config {
                 reason: "must not be empty".into(),
             });
         }
-        for opt in [&mut self.twilio_account_sid, &mut self.twilio_api_key_sid, &mut self.twilio_phone_number] {
+        for opt in [
+            &mut self.twilio_account_sid,
+            &mut self.twilio_api_key_sid,
+            &mut self.twilio_phone_number,
+        ] {
             if opt.as_deref().is_some_and(|s| s.trim().is_empty()) {
                 *opt = None;
             }
@@ -252,7 +256,11 @@ impl Config {
             .map(|p| p.trim().to_string())
             .filter(|p| !p.is_empty())
             .collect();
-        if let Some(bad) = self.allowed_destinations.iter().find(|p| !is_e164_prefix(p)) {
+        if let Some(bad) = self
+            .allowed_destinations
+            .iter()
+            .find(|p| !is_e164_prefix(p))
+        {
             return Err(ConfigError {
                 variable: "ALLOWED_DESTINATIONS",
                 reason: format!("{bad:?} is not an E.164 prefix like +1 or +44"),
@@ -348,7 +356,12 @@ impl Config {
             kind: SessionKind::Realtime,
             model: Some(self.openai_model.clone()),
             output_modalities: Some(vec!["audio".into()]),
-            instructions: Some(settings.instructions.clone().unwrap_or_else(|| self.instructions.clone())),
+            instructions: Some(
+                settings
+                    .instructions
+                    .clone()
+                    .unwrap_or_else(|| self.instructions.clone()),
+            ),
             audio: Some(AudioConfig {
                 input: Some(AudioInput {
                     format: AudioFormat::pcmu(),
@@ -425,7 +438,9 @@ fn parse_public_url(s: &str) -> Result<String, String> {
 fn parse_http_url(s: &str) -> Result<String, String> {
     let s = s.trim().trim_end_matches('/');
     if !(s.starts_with("https://") || s.starts_with("http://")) {
-        return Err("TWILIO_API_BASE must start with https:// (or http:// for a local fake)".into());
+        return Err(
+            "TWILIO_API_BASE must start with https:// (or http:// for a local fake)".into(),
+        );
     }
     Ok(s.to_string())
 }

@@ -18,11 +18,22 @@ const CAPACITY: usize = 256;
 #[serde(untagged)]
 pub enum CallEvent {
     /// Partial text that may still change.
-    Interim { speaker: Role, text: String, at: DateTime<Utc> },
+    Interim {
+        speaker: Role,
+        text: String,
+        at: DateTime<Utc>,
+    },
     /// Settled text, also written to the transcript.
-    Final { speaker: Role, text: String, at: DateTime<Utc> },
+    Final {
+        speaker: Role,
+        text: String,
+        at: DateTime<Utc>,
+    },
     /// The call is over; the feed closes after this.
-    Ended { end_reason: EndReason, at: DateTime<Utc> },
+    Ended {
+        end_reason: EndReason,
+        at: DateTime<Utc>,
+    },
 }
 
 impl CallEvent {
@@ -82,12 +93,41 @@ mod tests {
         let hub = EventHub::default();
         let mut rx = hub.subscribe("CA1");
         let at = Utc::now();
-        hub.publish("CA1", CallEvent::Interim { speaker: Role::Caller, text: "hel".into(), at });
-        hub.publish("CA2", CallEvent::Final { speaker: Role::Agent, text: "other call".into(), at });
-        hub.publish("CA1", CallEvent::Final { speaker: Role::Caller, text: "hello".into(), at });
-        hub.publish("CA1", CallEvent::Ended { end_reason: EndReason::CallerHungUp, at });
+        hub.publish(
+            "CA1",
+            CallEvent::Interim {
+                speaker: Role::Caller,
+                text: "hel".into(),
+                at,
+            },
+        );
+        hub.publish(
+            "CA2",
+            CallEvent::Final {
+                speaker: Role::Agent,
+                text: "other call".into(),
+                at,
+            },
+        );
+        hub.publish(
+            "CA1",
+            CallEvent::Final {
+                speaker: Role::Caller,
+                text: "hello".into(),
+                at,
+            },
+        );
+        hub.publish(
+            "CA1",
+            CallEvent::Ended {
+                end_reason: EndReason::CallerHungUp,
+                at,
+            },
+        );
         assert_eq!(rx.recv().await.unwrap().name(), "transcript.interim");
-        let CallEvent::Final { text, .. } = rx.recv().await.unwrap() else { panic!() };
+        let CallEvent::Final { text, .. } = rx.recv().await.unwrap() else {
+            panic!()
+        };
         assert_eq!(text, "hello");
         assert_eq!(rx.recv().await.unwrap().name(), "call.ended");
         assert!(rx.recv().await.is_err(), "feed closed after the end");

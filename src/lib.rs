@@ -23,6 +23,7 @@
 //! - [`transcript`]: the per-call transcript and its atomic JSON file.
 //! - [`transcribe`]: live transcription of forked calls (OpenAI, Deepgram, Whisper backends).
 //! - [`audio`]: G.711 μ-law codec and framing constants.
+//! - [`verify`]: `X-Twilio-Signature` checks on everything Twilio calls.
 //! - [`wav`]: reading caller clips and writing what the caller heard.
 //! - [`sim`]: the `call` subcommand, a Twilio Media Streams simulator.
 //! - [`fake_openai`]: the `fake-openai` subcommand, a local Realtime API stand-in.
@@ -49,4 +50,5 @@ pub mod transcribe;
 pub mod transcript;
 pub mod twilio;
 pub mod upstream;
+pub mod verify;
 pub mod wav;

@@ -82,7 +82,12 @@ impl CallRecord {
     }
 
     /// Apply a Twilio status callback. Returns false if it was stale and ignored.
-    pub fn apply_status(&mut self, status: &str, sequence: Option<u64>, duration_s: Option<u64>) -> bool {
+    pub fn apply_status(
+        &mut self,
+        status: &str,
+        sequence: Option<u64>,
+        duration_s: Option<u64>,
+    ) -> bool {
         if let (Some(seen), Some(seq)) = (self.last_sequence, sequence) {
             if seq <= seen {
                 return false;
@@ -105,7 +110,10 @@ impl CallRecord {
 
 /// Twilio statuses after which nothing changes.
 pub fn is_terminal(status: &str) -> bool {
-    matches!(status, "completed" | "busy" | "failed" | "no-answer" | "canceled")
+    matches!(
+        status,
+        "completed" | "busy" | "failed" | "no-answer" | "canceled"
+    )
 }
 
 /// All call records. Cheap to clone.
@@ -133,7 +141,9 @@ impl CallStore {
                     Ok(r) => {
                         records.insert(r.call_sid.clone(), r);
                     }
-                    Err(e) => warn!(path = %path.display(), error = %e, "skipped an unreadable call record"),
+                    Err(e) => {
+                        warn!(path = %path.display(), error = %e, "skipped an unreadable call record")
+                    }
                 }
             }
         }
@@ -174,7 +184,11 @@ impl CallStore {
             record.clone()
         };
         if let Err(e) = self.persist(&record).await {
-            warn!(call_sid, error = format!("{e:#}"), "could not persist the call record");
+            warn!(
+                call_sid,
+                error = format!("{e:#}"),
+                "could not persist the call record"
+            );
         }
         record
     }
@@ -192,7 +206,11 @@ impl CallStore {
             record.clone()
         };
         if let Err(e) = self.persist(&record).await {
-            warn!(call_sid, error = format!("{e:#}"), "could not persist the call record");
+            warn!(
+                call_sid,
+                error = format!("{e:#}"),
+                "could not persist the call record"
+            );
         }
         Some(record)
     }
@@ -231,9 +249,15 @@ mod tests {
     fn stale_and_regressing_status_callbacks_are_ignored() {
         let mut r = CallRecord::new("CA1", "outbound-api", "queued");
         assert!(r.apply_status("ringing", Some(2), None));
-        assert!(!r.apply_status("initiated", Some(1), None), "older sequence");
+        assert!(
+            !r.apply_status("initiated", Some(1), None),
+            "older sequence"
+        );
         assert!(r.apply_status("completed", Some(4), Some(42)));
-        assert!(!r.apply_status("in-progress", Some(5), None), "terminal stays terminal");
+        assert!(
+            !r.apply_status("in-progress", Some(5), None),
+            "terminal stays terminal"
+        );
         assert_eq!(r.status, "completed");
         assert_eq!(r.duration_s, Some(42));
         assert!(r.is_ended());
@@ -244,18 +268,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CallStore::load(dir.path());
         store
-            .update("CA_old", || CallRecord::new("CA_old", "inbound", "in-progress"), |r| {
-                r.end("completed", Some(EndReason::CallerHungUp))
-            })
+            .update(
+                "CA_old",
+                || CallRecord::new("CA_old", "inbound", "in-progress"),
+                |r| r.end("completed", Some(EndReason::CallerHungUp)),
+            )
             .await;
         store
-            .update("CA_live", || CallRecord::new("CA_live", "inbound", "in-progress"), |_| {})
+            .update(
+                "CA_live",
+                || CallRecord::new("CA_live", "inbound", "in-progress"),
+                |_| {},
+            )
             .await;
         let again = CallStore::load(dir.path());
         let list = again.list(10);
         let sids: Vec<&str> = list.iter().map(|r| r.call_sid.as_str()).collect();
         assert_eq!(sids, ["CA_live", "CA_old"]);
-        assert_eq!(again.get("CA_old").unwrap().end_reason, Some(EndReason::CallerHungUp));
+        assert_eq!(
+            again.get("CA_old").unwrap().end_reason,
+            Some(EndReason::CallerHungUp)
+        );
         assert_eq!(again.list(1).len(), 1);
     }
 }

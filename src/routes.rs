@@ -39,11 +39,18 @@ pub async fn incoming_call(
         );
         twiml::say_and_hang_up(&config.fallback_message)
     } else if state.draining.load(Ordering::Relaxed) {
-        info!(call_sid, "incoming call answered with the fallback: the server is shutting down");
+        info!(
+            call_sid,
+            "incoming call answered with the fallback: the server is shutting down"
+        );
         twiml::say_and_hang_up(&config.fallback_message)
     } else if state.stats.active() >= config.max_concurrent_calls {
         state.stats.rejected();
-        warn!(call_sid, active = state.stats.active(), "incoming call rejected as busy: MAX_CONCURRENT_CALLS reached");
+        warn!(
+            call_sid,
+            active = state.stats.active(),
+            "incoming call rejected as busy: MAX_CONCURRENT_CALLS reached"
+        );
         twiml::reject_busy()
     } else {
         let url = stream_url(config.public_url.as_deref(), &headers, "/media-stream");

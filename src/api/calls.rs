@@ -55,13 +55,20 @@ fn twilio(state: &AppState) -> Result<&TwilioRest, ApiError> {
 
 fn validate(config: &Config, call: &NewCall) -> Result<String, ApiError> {
     if !is_e164(&call.to) {
-        return Err(ApiError::invalid("to", "must be an E.164 number such as +15551234567"));
+        return Err(ApiError::invalid(
+            "to",
+            "must be an E.164 number such as +15551234567",
+        ));
     }
     let allowed = &config.allowed_destinations;
     if !allowed.is_empty() && !allowed.iter().any(|p| call.to.starts_with(p.as_str())) {
         return Err(ApiError::invalid(
             "to",
-            format!("{} is not in ALLOWED_DESTINATIONS ({})", call.to, allowed.join(",")),
+            format!(
+                "{} is not in ALLOWED_DESTINATIONS ({})",
+                call.to,
+                allowed.join(",")
+            ),
         ));
     }
     let from = call
@@ -70,15 +77,28 @@ fn validate(config: &Config, call: &NewCall) -> Result<String, ApiError> {
         .or_else(|| config.twilio_phone_number.clone())
         .ok_or_else(|| ApiError::invalid("from", "give `from` or set TWILIO_PHONE_NUMBER"))?;
     if !is_e164(&from) {
-        return Err(ApiError::invalid("from", "must be an E.164 number such as +15551234567"));
+        return Err(ApiError::invalid(
+            "from",
+            "must be an E.164 number such as +15551234567",
+        ));
     }
     if let Some(voice) = &call.voice {
         if !VOICES.contains(&voice.as_str()) {
-            return Err(ApiError::invalid("voice", format!("must be one of {}", VOICES.join(", "))));
+            return Err(ApiError::invalid(
+                "voice",
+                format!("must be one of {}", VOICES.join(", ")),
+            ));
         }
     }
-    if call.instructions.as_ref().is_some_and(|i| i.chars().count() > MAX_INSTRUCTIONS) {
-        return Err(ApiError::invalid("instructions", format!("at most {MAX_INSTRUCTIONS} characters")));
+    if call
+        .instructions
+        .as_ref()
+        .is_some_and(|i| i.chars().count() > MAX_INSTRUCTIONS)
+    {
+        return Err(ApiError::invalid(
+            "instructions",
+            format!("at most {MAX_INSTRUCTIONS} characters"),
+        ));
     }
     Ok(from)
 }
@@ -152,7 +172,9 @@ pub async fn create(
         .await;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"call_sid": created.sid, "status": created.status, "to": created.to, "from": created.from})),
+        Json(
+            json!({"call_sid": created.sid, "status": created.status, "to": created.to, "from": created.from}),
+        ),
     ))
 }
 
@@ -193,7 +215,8 @@ pub async fn show(
         Some(r) => serde_json::to_value(r).map_err(|e| ApiError::Internal(e.into()))?,
         None => json!({"call_sid": call_sid}),
     };
-    body["transcript"] = serde_json::to_value(transcript).map_err(|e| ApiError::Internal(e.into()))?;
+    body["transcript"] =
+        serde_json::to_value(transcript).map_err(|e| ApiError::Internal(e.into()))?;
     Ok(Json(body))
 }
 
@@ -223,7 +246,10 @@ pub async fn transcript(
                 .collect();
             Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
         }
-        Some(other) => Err(ApiError::invalid("format", format!("{other:?} is not json or text"))),
+        Some(other) => Err(ApiError::invalid(
+            "format",
+            format!("{other:?} is not json or text"),
+        )),
     }
 }
 
@@ -250,7 +276,9 @@ pub async fn hang_up(
     }
     state
         .records
-        .update_existing(&call_sid, |r| r.end("completed", Some(EndReason::ApiHangup)))
+        .update_existing(&call_sid, |r| {
+            r.end("completed", Some(EndReason::ApiHangup))
+        })
         .await;
     info!(%call_sid, "hung up through the API");
     Ok(Json(body))

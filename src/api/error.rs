@@ -21,7 +21,10 @@ pub enum ApiError {
     Disabled(String),
     /// 422: a request field is invalid.
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     /// 400: the body is not the JSON we expect.
     #[error("{0}")]
     BadRequest(String),

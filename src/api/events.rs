@@ -23,7 +23,9 @@ pub async fn feed(
         .get(&call_sid)
         .filter(|r| r.is_ended())
         .map(|r| CallEvent::Ended {
-            end_reason: r.end_reason.unwrap_or(crate::transcript::EndReason::CallerHungUp),
+            end_reason: r
+                .end_reason
+                .unwrap_or(crate::transcript::EndReason::CallerHungUp),
             at: r.ended_at.unwrap_or(r.started_at),
         });
     let live = match ended {

@@ -24,7 +24,10 @@ pub async fn twilio_status(
     if status.is_empty() {
         return Err(ApiError::BadRequest("CallStatus is missing".into()));
     }
-    let direction = cb.direction.clone().unwrap_or_else(|| "outbound-api".into());
+    let direction = cb
+        .direction
+        .clone()
+        .unwrap_or_else(|| "outbound-api".into());
     let mut applied = false;
     state
         .records

@@ -137,7 +137,11 @@ impl Inbound {
                 };
                 info!(from = ?info.param("From"), to = ?info.param("To"), tracks = ?start.tracks, "stream started");
                 self.call = Some(info.clone());
-                if self.to_outbound.try_send(ToOutbound::Started(info)).is_err() {
+                if self
+                    .to_outbound
+                    .try_send(ToOutbound::Started(info))
+                    .is_err()
+                {
                     warn!("could not hand the stream start to the outbound side");
                 }
                 Step::Continue
@@ -221,7 +225,9 @@ pub(super) async fn run(
                             .pop_front()
                             .or_else(|| audio.pop_front())
                             .expect("one queue is non-empty");
-                        if let Err(e) = upstream_tx.start_send_unpin(tungstenite::Message::text(json)) {
+                        if let Err(e) =
+                            upstream_tx.start_send_unpin(tungstenite::Message::text(json))
+                        {
                             return Poll::Ready(Wake::WriteFailed(e));
                         }
                         unflushed = true;

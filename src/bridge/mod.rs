@@ -7,8 +7,8 @@
 //! first to finish records why the call ended and cancels the other; both close their sockets;
 //! the supervisor finalizes the transcript. The active-call guard lives as long as the supervisor.
 
-mod inbound;
 mod ending;
+mod inbound;
 mod outbound;
 pub mod playback;
 

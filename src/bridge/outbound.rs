@@ -112,8 +112,13 @@ impl Outbound {
             if settings.instructions.is_some() || settings.voice.is_some() {
                 let session = app.config.session_for(&settings);
                 self.pending_updates += 1;
-                self.upstream(ClientEvent::SessionUpdate { session: Box::new(session) }.to_json())
-                    .await;
+                self.upstream(
+                    ClientEvent::SessionUpdate {
+                        session: Box::new(session),
+                    }
+                    .to_json(),
+                )
+                .await;
                 info!("applied this call's instructions/voice");
             }
             self.settings = settings;
@@ -162,16 +167,26 @@ impl Outbound {
                 self.maybe_greet().await;
             }
             ServerEvent::InputTranscriptionCompleted {
-                item_id, transcript, ..
-            } => self.complete_turn(&item_id, Role::Caller, &transcript).await,
+                item_id,
+                transcript,
+                ..
+            } => {
+                self.complete_turn(&item_id, Role::Caller, &transcript)
+                    .await
+            }
             ServerEvent::OutputTranscriptDelta { item_id, delta, .. } => {
                 if let Some(t) = self.transcript.as_mut() {
                     t.append(&item_id, Role::Assistant, &delta);
                 }
             }
             ServerEvent::OutputTranscriptDone {
-                item_id, transcript, ..
-            } => self.complete_turn(&item_id, Role::Assistant, &transcript).await,
+                item_id,
+                transcript,
+                ..
+            } => {
+                self.complete_turn(&item_id, Role::Assistant, &transcript)
+                    .await
+            }
             ServerEvent::InputTranscriptionFailed { item_id, error } => {
                 warn!(%item_id, message = %error.message, "caller transcription failed");
             }
@@ -195,13 +210,22 @@ impl Outbound {
                 response_id,
                 arguments,
                 ..
-            } => self.function_call(&name, &call_id, &response_id, &arguments).await,
+            } => {
+                self.function_call(&name, &call_id, &response_id, &arguments)
+                    .await
+            }
             _ => {}
         }
         Ok(())
     }
 
-    async fn function_call(&mut self, name: &str, call_id: &str, response_id: &str, arguments: &str) {
+    async fn function_call(
+        &mut self,
+        name: &str,
+        call_id: &str,
+        response_id: &str,
+        arguments: &str,
+    ) {
         let known = name == END_CALL_TOOL;
         let output = if known {
             r#"{"ok":true}"#
@@ -216,11 +240,15 @@ impl Outbound {
         };
         self.upstream(answer.to_json()).await;
         if known {
-            info!(arguments, "the assistant is ending the call; waiting for its goodbye to play");
+            info!(
+                arguments,
+                "the assistant is ending the call; waiting for its goodbye to play"
+            );
             self.ending = Some(Ending::new(response_id));
         } else {
             warn!(name, "the model called an unknown function");
-            self.upstream(ClientEvent::ResponseCreate {}.to_json()).await;
+            self.upstream(ClientEvent::ResponseCreate {}.to_json())
+                .await;
         }
     }
 
@@ -293,8 +321,10 @@ impl Outbound {
         }
         self.greeted = true;
         let prompt = format!("Greet the caller by saying exactly: \"{greeting}\"");
-        self.upstream(ClientEvent::user_text(prompt).to_json()).await;
-        self.upstream(ClientEvent::ResponseCreate {}.to_json()).await;
+        self.upstream(ClientEvent::user_text(prompt).to_json())
+            .await;
+        self.upstream(ClientEvent::ResponseCreate {}.to_json())
+            .await;
     }
 
     async fn complete_turn(&mut self, item_id: &str, role: Role, text: &str) {

@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, trace, warn, Instrument};
 
+use super::fork::ForkTracks;
 use super::outbox::Outbox;
 use super::playback::Playback;
 use super::report::CallReport;
@@ -45,6 +46,14 @@ pub struct CallOptions {
     pub inject_after_start: Vec<Message>,
     /// Headers added to the WebSocket upgrade request (e.g. `X-Twilio-Signature`).
     pub extra_headers: Vec<(String, String)>,
+    /// Play a one-way `<Start><Stream>` fork of these tracks instead of a bidirectional stream
+    /// (see [`super::fork`]): no replies are awaited and anything received is unexpected.
+    pub fork: Option<ForkTracks>,
+    /// Fork mode: the other party's clips (8 kHz μ-law), played on the outbound track,
+    /// alternating with `clips` on the inbound track.
+    pub agent_clips: Vec<Vec<u8>>,
+    /// The `CallSid` to send in `start` (tests subscribe to it in advance); `None`: a fresh one.
+    pub call_sid: Option<String>,
 }
 
 impl CallOptions {
@@ -61,20 +70,27 @@ impl CallOptions {
             max_call_ms: 120_000,
             inject_after_start: Vec::new(),
             extra_headers: Vec::new(),
+            fork: None,
+            agent_clips: Vec::new(),
+            call_sid: None,
         }
     }
 }
 
 /// Places one simulated call the way Twilio runs a bidirectional `<Connect><Stream>`
 /// (`PROTOCOLS.md` § "Twilio Media Streams"): `connected`, `start`, a 160-byte `media` frame every
-/// 20 ms, marks echoed as their audio plays, `stop` and a close when the script is done.
+/// 20 ms, marks echoed as their audio plays, `stop` and a close when the script is done. With
+/// [`CallOptions::fork`] set, a one-way fork instead ([`super::fork`]).
 ///
 /// # Errors
 /// Only when the upgrade request is invalid or the connection cannot be made within 10 s; once
 /// connected, a dropped socket ends the call with `closed_by_server` set in the report.
 pub async fn run(opts: CallOptions) -> anyhow::Result<CallReport> {
     let report = CallReport {
-        call_sid: format!("CA{}", uuid::Uuid::new_v4().simple()),
+        call_sid: opts
+            .call_sid
+            .clone()
+            .unwrap_or_else(|| format!("CA{}", uuid::Uuid::new_v4().simple())),
         stream_sid: format!("MZ{}", uuid::Uuid::new_v4().simple()),
         account_sid: format!("AC{}", uuid::Uuid::new_v4().simple()),
         ..CallReport::default()
@@ -258,6 +274,9 @@ async fn session(opts: CallOptions, report: CallReport) -> anyhow::Result<CallRe
     info!(url = %opts.url, clips = opts.clips.len(), "connected");
     let (sink, mut stream) = ws.split();
     let mut out = Outbox::new(sink, &report);
+    if let Some(tracks) = opts.fork {
+        return Ok(super::fork::session(opts, tracks, out, stream, report).await);
+    }
     let timing = Timing {
         quiet_ms: opts.quiet_ms,
         interrupt_after_ms: opts.interrupt_after_ms,

@@ -22,8 +22,8 @@ pub(crate) struct Outbox {
     sink: SplitSink<Ws, Message>,
     /// Last `sequenceNumber` used; `start` gets "1", `connected` none.
     seq: u64,
-    /// Last media `chunk` used; the first frame gets "1".
-    chunk: u64,
+    /// Last media `chunk` used per track (0 inbound, 1 outbound); each track's first frame gets "1".
+    chunks: [u64; 2],
     call_sid: String,
     stream_sid: String,
     account_sid: String,
@@ -35,7 +35,7 @@ impl Outbox {
         Self {
             sink,
             seq: 0,
-            chunk: 0,
+            chunks: [0, 0],
             call_sid: report.call_sid.clone(),
             stream_sid: report.stream_sid.clone(),
             account_sid: report.account_sid.clone(),
@@ -65,6 +65,15 @@ impl Outbox {
         &mut self,
         params: &[(String, String)],
     ) -> anyhow::Result<()> {
+        self.send_start(params, vec!["inbound".into()]).await
+    }
+
+    /// `connected`, then `start` with the SIDs, `tracks` (μ-law 8 kHz) and `params`.
+    pub(crate) async fn send_start(
+        &mut self,
+        params: &[(String, String)],
+        tracks: Vec<String>,
+    ) -> anyhow::Result<()> {
         self.send(&TwilioEvent::Connected {
             protocol: Some("Call".into()),
             version: Some("1.0.0".into()),
@@ -74,7 +83,7 @@ impl Outbox {
             account_sid: self.account_sid.clone(),
             stream_sid: self.stream_sid.clone(),
             call_sid: self.call_sid.clone(),
-            tracks: vec!["inbound".into()],
+            tracks,
             media_format: Some(MediaFormat {
                 encoding: "audio/x-mulaw".into(),
                 sample_rate: SAMPLE_RATE_HZ,
@@ -92,14 +101,28 @@ impl Outbox {
 
     /// One inbound `media` frame of μ-law `frame`, stamped `now_ms` since the stream started.
     pub(crate) async fn send_media(&mut self, frame: &[u8], now_ms: u64) -> anyhow::Result<()> {
-        self.chunk += 1;
-        trace!(chunk = self.chunk, "media sent");
+        self.send_track_media(0, frame, now_ms).await
+    }
+
+    /// One `media` frame on track `index` (0 `inbound`, 1 `outbound`), with that track's chunk
+    /// counter, stamped `now_ms` since the stream started.
+    pub(crate) async fn send_track_media(
+        &mut self,
+        index: usize,
+        frame: &[u8],
+        now_ms: u64,
+    ) -> anyhow::Result<()> {
+        let index = index.min(1);
+        self.chunks[index] += 1;
+        let chunk = self.chunks[index];
+        trace!(chunk, index, "media sent");
+        let track = if index == 0 { "inbound" } else { "outbound" };
         let event = TwilioEvent::Media {
             sequence_number: Some(self.next_seq().into()),
             stream_sid: Some(self.stream_sid.clone().into()),
             media: MediaIn {
-                track: Some("inbound".into()),
-                chunk: Some(self.chunk.to_string().into()),
+                track: Some(track.into()),
+                chunk: Some(chunk.to_string().into()),
                 timestamp: Some(now_ms.to_string().into()),
                 payload: BASE64.encode(frame).into(),
             },

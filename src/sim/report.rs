@@ -16,8 +16,11 @@ pub struct CallReport {
     /// From the end of the first clip (its last frame sent) to the first assistant `media`
     /// received after it, ms; `None` if no audio came after the first clip.
     pub first_audio_latency_ms: Option<u64>,
-    /// Every μ-law byte sent in `media` frames, in order (silence included).
+    /// Every μ-law byte sent in `media` frames, in order (silence included); in fork mode, those
+    /// of the inbound track (the caller).
     pub sent_audio: Vec<u8>,
+    /// Fork mode: every μ-law byte sent on the outbound track (the agent), in order.
+    pub sent_agent_audio: Vec<u8>,
     /// Every μ-law byte received in `media`, in order, before playback (cleared audio included).
     pub received_audio: Vec<u8>,
     /// The bytes actually played to the caller, concatenated without gaps.
@@ -42,7 +45,8 @@ pub struct CallReport {
     pub closed_by_server: bool,
     /// The call was cut at the `max_call_ms` cap.
     pub hit_call_limit: bool,
-    /// Anything received that is not valid media/mark/clear JSON for our `streamSid`, with why.
+    /// Anything received that is not valid media/mark/clear JSON for our `streamSid`, with why;
+    /// in fork mode, anything received at all (a fork must get nothing back).
     pub unexpected_messages: Vec<String>,
 }
 

@@ -365,8 +365,12 @@ mod tests {
         let frame = r#"{"event":"media","sequenceNumber":"4","streamSid":"MZ1","media":{"track":"inbound","chunk":"2","timestamp":"5","payload":"AAAA"}}"#;
         let probe: FrameProbe = serde_json::from_str(frame).unwrap();
         assert_eq!(probe.event, "media");
-        assert!(matches!(probe.media.unwrap().payload, Cow::Borrowed("AAAA")));
-        let stop: FrameProbe = serde_json::from_str(r#"{"event":"stop","stop":{"callSid":"CA1"}}"#).unwrap();
+        assert!(matches!(
+            probe.media.unwrap().payload,
+            Cow::Borrowed("AAAA")
+        ));
+        let stop: FrameProbe =
+            serde_json::from_str(r#"{"event":"stop","stop":{"callSid":"CA1"}}"#).unwrap();
         assert_eq!(stop.event, "stop");
         assert!(stop.media.is_none());
     }

@@ -49,7 +49,10 @@ fn api(method: &str, path: &str, body: Option<Value>) -> Request<Body> {
 
 async fn json_of(app: &TestApp, req: Request<Body>) -> (StatusCode, Value) {
     let (status, _, body) = app.request(req).await;
-    (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
 }
 
 #[tokio::test]
@@ -65,7 +68,13 @@ async fn without_api_token_every_api_endpoint_answers_503_saying_how_to_enable_i
     ] {
         let (status, body) = json_of(&app, api(method, path, None)).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{method} {path}");
-        assert!(body["error"]["message"].as_str().unwrap().contains("API_TOKEN"), "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("API_TOKEN"),
+            "{body}"
+        );
     }
     app.shutdown().await;
 }
@@ -96,25 +105,52 @@ async fn placing_a_call_sends_a_stream_twiml_with_a_call_reference_and_a_status_
     let (app, _fake) = api_app(&twilio, |_| {}).await;
     let (status, body) = json_of(
         &app,
-        api("POST", "/api/calls", Some(json!({"to": "+15551234567", "metadata": {"order": 42}}))),
+        api(
+            "POST",
+            "/api/calls",
+            Some(json!({"to": "+15551234567", "metadata": {"order": 42}})),
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let sid = body["call_sid"].as_str().unwrap().to_string();
     assert!(sid.starts_with("CA"));
     assert_eq!(body["to"], "+15551234567");
-    assert_eq!(body["from"], "+15550009999", "TWILIO_PHONE_NUMBER is the default caller ID");
+    assert_eq!(
+        body["from"], "+15550009999",
+        "TWILIO_PHONE_NUMBER is the default caller ID"
+    );
 
     let request = twilio.requests().pop().unwrap();
-    assert_eq!(request.path, format!("/2010-04-01/Accounts/{}/Calls.json", twilio.account_sid));
-    assert_eq!(request.auth_user.as_deref(), Some(twilio.account_sid.as_str()));
-    assert_eq!(request.form_values("StatusCallback"), ["https://relay.example.com/twilio/status"]);
-    assert_eq!(request.form_values("StatusCallbackEvent"), ["initiated", "ringing", "answered", "completed"]);
+    assert_eq!(
+        request.path,
+        format!("/2010-04-01/Accounts/{}/Calls.json", twilio.account_sid)
+    );
+    assert_eq!(
+        request.auth_user.as_deref(),
+        Some(twilio.account_sid.as_str())
+    );
+    assert_eq!(
+        request.form_values("StatusCallback"),
+        ["https://relay.example.com/twilio/status"]
+    );
+    assert_eq!(
+        request.form_values("StatusCallbackEvent"),
+        ["initiated", "ringing", "answered", "completed"]
+    );
     let xml = request.form_values("Twiml")[0].to_string();
     let doc = roxmltree::Document::parse(&xml).expect("inline TwiML is XML");
-    let stream = doc.descendants().find(|n| n.has_tag_name("Stream")).unwrap();
-    assert_eq!(stream.attribute("url"), Some("wss://relay.example.com/media-stream"));
-    let call_ref = doc.descendants().find(|n| n.attribute("name") == Some("CallRef"));
+    let stream = doc
+        .descendants()
+        .find(|n| n.has_tag_name("Stream"))
+        .unwrap();
+    assert_eq!(
+        stream.attribute("url"),
+        Some("wss://relay.example.com/media-stream")
+    );
+    let call_ref = doc
+        .descendants()
+        .find(|n| n.attribute("name") == Some("CallRef"));
     assert!(call_ref.is_some_and(|n| n.attribute("value").is_some_and(|v| !v.is_empty())));
 
     let (_, list) = json_of(&app, api("GET", "/api/calls?limit=10", None)).await;
@@ -143,8 +179,20 @@ async fn invalid_calls_are_422_with_the_field_named_and_never_reach_twilio() {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert_eq!(err["error"]["field"], field, "{body}: {err}");
     }
-    let (status, _) = json_of(&app, api("POST", "/api/calls", Some(json!({"to": "+447700900123", "colour": "red"})))).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "unknown fields are rejected");
+    let (status, _) = json_of(
+        &app,
+        api(
+            "POST",
+            "/api/calls",
+            Some(json!({"to": "+447700900123", "colour": "red"})),
+        ),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "unknown fields are rejected"
+    );
     assert!(twilio.requests().is_empty());
     app.shutdown().await;
 }
@@ -153,14 +201,28 @@ async fn invalid_calls_are_422_with_the_field_named_and_never_reach_twilio() {
 async fn twilio_errors_pass_through_with_their_code_as_502() {
     let twilio = FakeTwilio::start().await;
     let (app, _fake) = api_app(&twilio, |_| {}).await;
-    twilio.fail_next(400, 21211, "The 'To' number +15551234567 is not a valid phone number.");
-    let (status, body) = json_of(&app, api("POST", "/api/calls", Some(json!({"to": "+15551234567"})))).await;
+    twilio.fail_next(
+        400,
+        21211,
+        "The 'To' number +15551234567 is not a valid phone number.",
+    );
+    let (status, body) = json_of(
+        &app,
+        api("POST", "/api/calls", Some(json!({"to": "+15551234567"}))),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(body["error"]["code"], 21211);
     assert_eq!(body["error"]["source"], "twilio");
-    assert!(body["error"]["message"].as_str().unwrap().contains("not a valid phone number"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not a valid phone number"));
     let (_, list) = json_of(&app, api("GET", "/api/calls", None)).await;
-    assert!(list["calls"].as_array().unwrap().is_empty(), "no record for a call never placed");
+    assert!(
+        list["calls"].as_array().unwrap().is_empty(),
+        "no record for a call never placed"
+    );
     app.shutdown().await;
 }
 
@@ -170,9 +232,13 @@ async fn per_call_instructions_voice_and_greeting_reach_that_calls_session() {
     let (app, fake) = api_app(&twilio, |_| {}).await;
     let (status, _) = json_of(
         &app,
-        api("POST", "/api/calls", Some(json!({"to": "+15551234567",
+        api(
+            "POST",
+            "/api/calls",
+            Some(json!({"to": "+15551234567",
             "instructions": "You are calling about appointment X.", "voice": "cedar",
-            "greeting": "Hi, this is the clinic."}))),
+            "greeting": "Hi, this is the clinic."})),
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
@@ -182,7 +248,12 @@ async fn per_call_instructions_voice_and_greeting_reach_that_calls_session() {
     let params: Vec<(String, String)> = doc
         .descendants()
         .filter(|n| n.has_tag_name("Parameter"))
-        .map(|n| (n.attribute("name").unwrap().into(), n.attribute("value").unwrap().into()))
+        .map(|n| {
+            (
+                n.attribute("name").unwrap().into(),
+                n.attribute("value").unwrap().into(),
+            )
+        })
         .collect();
     let mut opts = call_options(&app, vec![clip("caller-hello.wav")]);
     opts.params = params;
@@ -190,12 +261,28 @@ async fn per_call_instructions_voice_and_greeting_reach_that_calls_session() {
     app.calls_finished().await;
 
     let events = &fake.connections()[0].client_events;
-    let updates: Vec<&Value> = events.iter().filter(|e| e["type"] == "session.update").collect();
-    assert_eq!(updates.len(), 2, "defaults first, then this call's overrides");
-    assert_eq!(updates[1]["session"]["instructions"], "You are calling about appointment X.");
+    let updates: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "session.update")
+        .collect();
+    assert_eq!(
+        updates.len(),
+        2,
+        "defaults first, then this call's overrides"
+    );
+    assert_eq!(
+        updates[1]["session"]["instructions"],
+        "You are calling about appointment X."
+    );
     assert_eq!(updates[1]["session"]["audio"]["output"]["voice"], "cedar");
-    let greeting = events.iter().find(|e| e["type"] == "conversation.item.create").unwrap();
-    assert!(greeting["item"]["content"][0]["text"].as_str().unwrap().contains("Hi, this is the clinic."));
+    let greeting = events
+        .iter()
+        .find(|e| e["type"] == "conversation.item.create")
+        .unwrap();
+    assert!(greeting["item"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Hi, this is the clinic."));
     assert!(report.replies_started >= 2, "{}", report.summary());
     app.shutdown().await;
 }
@@ -208,12 +295,18 @@ async fn hanging_up_a_live_call_ends_it_with_api_hangup_and_an_ended_call_is_200
     opts.max_call_ms = 60_000;
     let call = tokio::spawn(sim::run(opts));
     // Wait until the call is live: the stand-in has its session and audio flows.
-    assert!(fake.wait_for(std::time::Duration::from_secs(10), |c| c.first().is_some_and(|c| c.appended_audio.len() > 1600)).await);
+    assert!(
+        fake.wait_for(std::time::Duration::from_secs(10), |c| c
+            .first()
+            .is_some_and(|c| c.appended_audio.len() > 1600))
+            .await
+    );
     let (_, list) = json_of(&app, api("GET", "/api/calls", None)).await;
     let sid = list["calls"][0]["call_sid"].as_str().unwrap().to_string();
     assert_eq!(list["calls"][0]["status"], "in-progress");
 
-    let (status, body) = json_of(&app, api("POST", &format!("/api/calls/{sid}/hangup"), None)).await;
+    let (status, body) =
+        json_of(&app, api("POST", &format!("/api/calls/{sid}/hangup"), None)).await;
     // The fake Twilio never placed this (inbound) call, so it answers 20404: already ended.
     assert_eq!(status, StatusCode::OK, "{body}");
     let report = call.await.unwrap().unwrap();
@@ -222,7 +315,13 @@ async fn hanging_up_a_live_call_ends_it_with_api_hangup_and_an_ended_call_is_200
     let t = app.transcript(&sid);
     assert_eq!(t["end_reason"], "api_hangup");
     let hangup = twilio.requests().pop().unwrap();
-    assert_eq!(hangup.path, format!("/2010-04-01/Accounts/{}/Calls/{sid}.json", twilio.account_sid));
+    assert_eq!(
+        hangup.path,
+        format!(
+            "/2010-04-01/Accounts/{}/Calls/{sid}.json",
+            twilio.account_sid
+        )
+    );
     assert_eq!(hangup.form_values("Status"), ["completed"]);
     let (_, record) = json_of(&app, api("GET", &format!("/api/calls/{sid}"), None)).await;
     assert_eq!(record["end_reason"], "api_hangup");
@@ -240,8 +339,22 @@ async fn numbers_are_listed_across_all_of_twilios_pages() {
     let (app, _fake) = api_app(&twilio, |_| {}).await;
     let (status, body) = json_of(&app, api("GET", "/api/numbers", None)).await;
     assert_eq!(status, StatusCode::OK);
-    let got: Vec<&str> = body["numbers"].as_array().unwrap().iter().map(|n| n["phone_number"].as_str().unwrap()).collect();
-    assert_eq!(got, ["+15550000000", "+15550000001", "+15550000002", "+15550000003", "+15550000004"]);
+    let got: Vec<&str> = body["numbers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["phone_number"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "+15550000000",
+            "+15550000001",
+            "+15550000002",
+            "+15550000003",
+            "+15550000004"
+        ]
+    );
     assert_eq!(twilio.requests().len(), 3, "three pages");
     app.shutdown().await;
 }
@@ -266,7 +379,10 @@ async fn status_callbacks_update_records_in_sequence_order_and_survive_a_restart
         assert_eq!(status, StatusCode::NO_CONTENT);
     }
     let (_, record) = json_of(&app, api("GET", "/api/calls/CA77", None)).await;
-    assert_eq!(record["status"], "completed", "a late in-progress does not reopen the call");
+    assert_eq!(
+        record["status"], "completed",
+        "a late in-progress does not reopen the call"
+    );
     assert_eq!(record["duration_s"], 42);
     assert_eq!(record["to"], "+15551234567");
     let (status, _, _) = app.request(status_callback("CallStatus=completed")).await;
@@ -282,7 +398,9 @@ async fn status_callbacks_update_records_in_sequence_order_and_survive_a_restart
 async fn a_finished_calls_record_transcript_text_and_event_feed_are_served() {
     let twilio = FakeTwilio::start().await;
     let (app, _fake) = api_app(&twilio, |_| {}).await;
-    let report = sim::run(call_options(&app, vec![clip("caller-hello.wav")])).await.unwrap();
+    let report = sim::run(call_options(&app, vec![clip("caller-hello.wav")]))
+        .await
+        .unwrap();
     app.calls_finished().await;
     let sid = &report.call_sid;
 
@@ -293,14 +411,28 @@ async fn a_finished_calls_record_transcript_text_and_event_feed_are_served() {
     assert_eq!(record["from"], "+15550001111");
     assert_eq!(record["transcript"]["turns"].as_array().unwrap().len(), 2);
 
-    let (status, headers, text) = app.request(api("GET", &format!("/api/calls/{sid}/transcript?format=text"), None)).await;
+    let (status, headers, text) = app
+        .request(api(
+            "GET",
+            &format!("/api/calls/{sid}/transcript?format=text"),
+            None,
+        ))
+        .await;
     assert_eq!(status, StatusCode::OK);
-    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert!(lines[0].starts_with("Caller: ") && lines[1].starts_with("Assistant: "), "{text}");
+    assert!(
+        lines[0].starts_with("Caller: ") && lines[1].starts_with("Assistant: "),
+        "{text}"
+    );
 
-    let (_, _, feed) = app.request(api("GET", &format!("/api/calls/{sid}/events"), None)).await;
+    let (_, _, feed) = app
+        .request(api("GET", &format!("/api/calls/{sid}/events"), None))
+        .await;
     assert!(feed.contains("event: call.ended"), "{feed}");
     assert!(feed.contains("caller_hung_up"), "{feed}");
 

@@ -6,5 +6,6 @@ mod calls;
 mod fake_twilio;
 mod hostile;
 mod http;
+mod signatures;
 mod support;
 mod twilio_rest;
