@@ -110,3 +110,29 @@ cleanup() {
   FAKE_PID=""
   if [[ "$KEEP_OUT" == 0 ]]; then rm -rf "$OUT"; fi
 }
+
+# Share of both CPUs busy over the next $1 seconds, from /proc/stat (integer %).
+machine_busy_percent() {
+  local a b
+  a=($(head -n 1 /proc/stat))
+  sleep "$1"
+  b=($(head -n 1 /proc/stat))
+  local total=0 idle i
+  for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+  idle=$((b[4] - a[4] + b[5] - a[5]))
+  echo $(((total - idle) * 100 / (total > 0 ? total : 1)))
+}
+
+# The machine is shared (other builds, other benchmarks): wait up to BENCH_QUIET_WAIT seconds (300)
+# for it to be under 10 % busy before measuring, so the relay does not compete with strangers.
+wait_quiet() {
+  local waited=0 limit="${BENCH_QUIET_WAIT:-300}" busy
+  while busy="$(machine_busy_percent 2)"; ((busy > 10)); do
+    if ((waited >= limit)); then
+      log "machine still ${busy}% busy after ${limit} s: measuring anyway (see machine busy %)"
+      return 0
+    fi
+    ((waited == 0)) && log "machine ${busy}% busy: waiting for it to be quiet"
+    waited=$((waited + 2))
+  done
+}

@@ -20,6 +20,7 @@ raise_fd_limit
 start_fake
 
 for calls in $CALLS_LIST; do
+  wait_quiet
   start_relay
   log "load: $calls calls, ${MEASURE_SECONDS} s measured (+${WARMUP} s warm-up, ${RAMP} s ramp)"
   "$BIN" load "ws://127.0.0.1:$RELAY_PORT/media-stream" --calls "$calls" \

@@ -125,6 +125,7 @@ pub fn build_router(state: AppState) -> Router {
     Router::new()
         .merge(from_twilio)
         .route("/health", get(routes::health))
+        .route("/metrics", get(routes::metrics))
         .merge(api::router(state.clone()))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())

@@ -13,7 +13,8 @@
 //! - [`api`]: the HTTP API under `/api` (bearer token) and Twilio's status callback.
 //! - [`app`]: `AppState`, the one `build_router` and the one `serve` used by `main` and tests.
 //! - [`routes`]: HTTP handlers: `/incoming-call` TwiML, `/health`, the `/media-stream` upgrade.
-//! - [`stats`]: process-wide counters behind `/health`.
+//! - [`stats`]: process-wide counters behind `/health` and `/metrics`.
+//! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`twilio`]: Twilio protocols: Media Streams messages and TwiML.
 //! - [`realtime`]: OpenAI Realtime GA client/server events and the session shape.
 //! - [`upstream`]: opening the Realtime WebSocket (ws/wss, auth, timeout).
@@ -40,6 +41,7 @@ pub mod demo;
 pub mod events;
 pub mod fake_openai;
 pub mod load;
+pub mod metrics;
 pub mod realtime;
 pub mod records;
 pub mod routes;

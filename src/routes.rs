@@ -139,6 +139,18 @@ pub struct Connections {
     pub total: u64,
 }
 
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.stats.prometheus(),
+    )
+        .into_response()
+}
+
 /// `GET /health`: liveness and counters for operators.
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
     let stats = &state.stats;

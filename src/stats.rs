@@ -1,8 +1,52 @@
-//! Process-wide counters behind `/health`: lock-free atomics, one increment per event.
+//! Process-wide counters behind `/health` and `/metrics`: atomics, one increment per event.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use crate::metrics::{Kind, Metrics, TO_OPENAI, TO_TWILIO};
+
+/// What went wrong, for `errors_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A malformed, unknown or binary message from Twilio.
+    TwilioMessage,
+    /// A malformed event, or an `error` event, from the Realtime API.
+    UpstreamEvent,
+    /// The Realtime API could not be reached or refused the session.
+    UpstreamConnect,
+    /// The Realtime API socket failed mid-call.
+    UpstreamSocket,
+    /// A request without a valid `X-Twilio-Signature`.
+    Signature,
+    /// An `/api` request without a valid bearer token.
+    ApiAuth,
+    /// A malformed Twilio status callback.
+    StatusCallback,
+    /// Twilio's REST API failed.
+    TwilioRest,
+    /// A transcript or call record could not be written.
+    Storage,
+    /// A transcription backend failed.
+    Transcription,
+}
+
+impl ErrorKind {
+    fn label(self) -> &'static str {
+        match self {
+            ErrorKind::TwilioMessage => "twilio_message",
+            ErrorKind::UpstreamEvent => "upstream_event",
+            ErrorKind::UpstreamConnect => "upstream_connect",
+            ErrorKind::UpstreamSocket => "upstream_socket",
+            ErrorKind::Signature => "signature",
+            ErrorKind::ApiAuth => "api_auth",
+            ErrorKind::StatusCallback => "status_callback",
+            ErrorKind::TwilioRest => "twilio_rest",
+            ErrorKind::Storage => "storage",
+            ErrorKind::Transcription => "transcription",
+        }
+    }
+}
 
 /// Counters shared by every call. Cheap to clone (an `Arc`).
 #[derive(Debug, Clone)]
@@ -15,6 +59,7 @@ struct Inner {
     total: AtomicU64,
     errors: AtomicU64,
     rejected: AtomicU64,
+    metrics: Metrics,
 }
 
 impl Default for Stats {
@@ -25,6 +70,7 @@ impl Default for Stats {
             total: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            metrics: Metrics::default(),
         }))
     }
 }
@@ -34,17 +80,66 @@ impl Stats {
     pub fn call_started(&self) -> ActiveCall {
         self.0.active.fetch_add(1, Ordering::Relaxed);
         self.0.total.fetch_add(1, Ordering::Relaxed);
+        self.0.metrics.calls_active.inc();
+        self.0.metrics.calls.inc();
         ActiveCall(self.clone())
     }
 
-    /// Count one error: malformed input, an upstream failure, a failed write.
-    pub fn error(&self) {
+    /// Count one error of `kind`.
+    pub fn error(&self, kind: ErrorKind) {
         self.0.errors.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .metrics
+            .errors
+            .get_or_create(&Kind { kind: kind.label() })
+            .inc();
     }
 
-    /// Count a call turned away (busy or shutting down).
+    /// Count a call turned away (busy, shutting down or unsigned).
     pub fn rejected(&self) {
         self.0.rejected.fetch_add(1, Ordering::Relaxed);
+        self.0.metrics.calls_rejected.inc();
+    }
+
+    /// One caller audio frame of `bytes` (base64 length) forwarded upstream.
+    pub fn frame_to_openai(&self, base64_len: usize) {
+        let m = &self.0.metrics;
+        m.frames.get_or_create(&TO_OPENAI).inc();
+        m.bytes
+            .get_or_create(&TO_OPENAI)
+            .inc_by((base64_len / 4 * 3) as u64);
+    }
+
+    /// One assistant audio chunk of `bytes` μ-law sent to Twilio.
+    pub fn frame_to_twilio(&self, bytes: usize) {
+        let m = &self.0.metrics;
+        m.frames.get_or_create(&TO_TWILIO).inc();
+        m.bytes.get_or_create(&TO_TWILIO).inc_by(bytes as u64);
+    }
+
+    /// A caller frame dropped because upstream did not keep up.
+    pub fn frame_dropped(&self) {
+        self.0.metrics.frames_dropped.inc();
+    }
+
+    /// A barge-in.
+    pub fn barge_in(&self) {
+        self.0.metrics.barge_ins.inc();
+    }
+
+    /// How long opening the upstream socket took.
+    pub fn upstream_connected(&self, took: Duration) {
+        self.0.metrics.upstream_connect.observe(took.as_secs_f64());
+    }
+
+    /// From the caller's end of speech to the first assistant audio sent.
+    pub fn response_latency(&self, took: Duration) {
+        self.0.metrics.response_latency.observe(took.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition.
+    pub fn prometheus(&self) -> String {
+        self.0.metrics.encode()
     }
 
     /// Calls turned away since start.
@@ -80,5 +175,6 @@ pub struct ActiveCall(Stats);
 impl Drop for ActiveCall {
     fn drop(&mut self) {
         self.0 .0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0 .0.metrics.calls_active.dec();
     }
 }

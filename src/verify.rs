@@ -73,7 +73,7 @@ pub async fn require_twilio_signature(
         signature::is_valid(token.expose(), &url, &params, &given)
     };
     if !valid {
-        state.stats.error();
+        state.stats.error(crate::stats::ErrorKind::Signature);
         state.stats.rejected();
         warn!(
             method = %parts.method,

@@ -54,7 +54,7 @@ async fn require_token(
     if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
         Ok(next.run(request).await)
     } else {
-        state.stats.error();
+        state.stats.error(crate::stats::ErrorKind::ApiAuth);
         warn!(path = %request.uri().path(), "rejected an /api request without a valid bearer token");
         Err(ApiError::Unauthorized)
     }

@@ -17,7 +17,7 @@ pub async fn twilio_status(
     form: Result<Form<StatusCallback>, FormRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Form(cb) = form.map_err(|e| {
-        state.stats.error();
+        state.stats.error(crate::stats::ErrorKind::StatusCallback);
         ApiError::BadRequest(format!("not a Twilio status callback: {e}"))
     })?;
     let status = cb.call_status.clone().unwrap_or_default();

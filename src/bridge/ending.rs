@@ -66,7 +66,10 @@ impl Outbound {
             Ok(_) => info!("the assistant hung up the call"),
             Err(e) if e.is_not_found() => info!("the call had already ended"),
             Err(e) => {
-                self.ctx.app.stats.error();
+                self.ctx
+                    .app
+                    .stats
+                    .error(crate::stats::ErrorKind::TwilioRest);
                 warn!(error = %e, "could not hang up through Twilio; closing the stream");
             }
         }

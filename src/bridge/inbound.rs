@@ -93,6 +93,7 @@ impl Inbound {
         {
             if event == "media" {
                 self.frames_in += 1;
+                self.stats.frame_to_openai(media.payload.len());
                 trace!(bytes = media.payload.len(), "caller audio");
                 let append = ClientEvent::InputAudioBufferAppend {
                     audio: media.payload,
@@ -167,7 +168,7 @@ impl Inbound {
 
     fn ignore(&mut self, reason: &str) {
         self.ignored += 1;
-        self.stats.error();
+        self.stats.error(crate::stats::ErrorKind::TwilioMessage);
         if self.ignored <= LOGGED_IGNORES {
             warn!(reason, "ignored a Twilio message");
         } else if self.ignored == LOGGED_IGNORES + 1 {
@@ -180,6 +181,7 @@ impl Inbound {
         if queue.len() >= UPSTREAM_QUEUE_FRAMES {
             queue.pop_front();
             self.frames_dropped += 1;
+            self.stats.frame_dropped();
             if self.frames_dropped == 1 {
                 warn!("the Realtime API is not keeping up: dropping the oldest caller audio");
             }

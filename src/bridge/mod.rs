@@ -124,7 +124,8 @@ async fn supervise(socket: WebSocket, app: AppState) {
                     Step::Append(json) => {
                         if early.len() == EARLY_AUDIO_FRAMES {
                             early.pop_front();
-                            app.stats.error();
+                            inbound.frames_dropped += 1;
+                            app.stats.frame_dropped();
                         }
                         early.push_back(json);
                     }
@@ -138,10 +139,11 @@ async fn supervise(socket: WebSocket, app: AppState) {
 
     let mut transcript = None;
     let (mut frames_out, mut barge_ins, mut out_ignored) = (0, 0, 0);
+    let mut latencies_ms: Vec<u64> = Vec::new();
     match connected {
         None => close_within_a_second(twilio_tx.close()).await,
         Some(Err(e)) => {
-            app.stats.error();
+            app.stats.error(crate::stats::ErrorKind::UpstreamConnect);
             // Twilio's `start` follows the upgrade at once: wait for it briefly so the failure
             // is logged under the call's SID and leaves a transcript saying what happened.
             let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -160,6 +162,7 @@ async fn supervise(socket: WebSocket, app: AppState) {
             close_within_a_second(twilio_tx.close()).await;
         }
         Some(Ok((socket, took))) => {
+            app.stats.upstream_connected(took);
             info!(
                 connect_ms = took.as_millis() as u64,
                 "Realtime API connected"
@@ -183,7 +186,7 @@ async fn supervise(socket: WebSocket, app: AppState) {
                 sent = upstream_tx.flush().await;
             }
             if let Err(e) = sent {
-                app.stats.error();
+                app.stats.error(crate::stats::ErrorKind::UpstreamConnect);
                 error!(error = %e, "could not configure the Realtime session; closing the stream");
                 ctx.end(EndReason::UpstreamError);
                 close_within_a_second(twilio_tx.close()).await;
@@ -203,6 +206,7 @@ async fn supervise(socket: WebSocket, app: AppState) {
                     Ok(out) => {
                         transcript = out.transcript;
                         (frames_out, barge_ins) = (out.frames_out, out.barge_ins);
+                        latencies_ms = out.latencies_ms;
                         out_ignored = out.ignored;
                     }
                     Err(e) => error!(error = %e, "outbound task failed"),
@@ -239,13 +243,18 @@ async fn supervise(socket: WebSocket, app: AppState) {
         match t.save(&app.config.transcript_dir).await {
             Ok(path) => info!(path = %path.display(), turns = t.turns.len(), "transcript saved"),
             Err(e) => {
-                app.stats.error();
+                app.stats.error(crate::stats::ErrorKind::Storage);
                 warn!(error = format!("{e:#}"), "could not write the transcript");
             }
         }
     }
+    latencies_ms.sort_unstable();
+    let latency_p50_ms = latencies_ms.get(latencies_ms.len() / 2).copied();
+    let latency_max_ms = latencies_ms.last().copied();
     info!(
         end_reason = ?reason,
+        response_latency_p50_ms = ?latency_p50_ms,
+        response_latency_max_ms = ?latency_max_ms,
         duration_ms = started.elapsed().as_millis() as u64,
         frames_in = inbound.frames_in,
         frames_dropped = inbound.frames_dropped,

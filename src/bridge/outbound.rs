@@ -48,6 +48,10 @@ pub(super) struct Outbound {
     muted_item: Option<String>,
     /// Set once the model called `end_call`.
     pub(super) ending: Option<Ending>,
+    /// When the caller last stopped speaking, until the reply's first audio is sent.
+    speech_stopped_at: Option<Instant>,
+    /// Response latencies of this call, ms.
+    pub latencies_ms: Vec<u64>,
     /// Audio chunks sent to Twilio.
     pub frames_out: u64,
     pub barge_ins: u64,
@@ -73,6 +77,8 @@ impl Outbound {
             greeted: false,
             muted_item: None,
             ending: None,
+            speech_stopped_at: None,
+            latencies_ms: Vec::new(),
             frames_out: 0,
             barge_ins: 0,
             ignored: 0,
@@ -146,7 +152,10 @@ impl Outbound {
             Ok(event) => event,
             Err(e) => {
                 self.ignored += 1;
-                self.ctx.app.stats.error();
+                self.ctx
+                    .app
+                    .stats
+                    .error(crate::stats::ErrorKind::UpstreamEvent);
                 warn!(error = %e, "ignored a malformed Realtime event");
                 return Ok(());
             }
@@ -161,6 +170,7 @@ impl Outbound {
                 }
                 self.barge_in().await?;
             }
+            ServerEvent::SpeechStopped { .. } => self.speech_stopped_at = Some(Instant::now()),
             ServerEvent::SessionUpdated { .. } => {
                 debug!("session updated");
                 self.pending_updates = self.pending_updates.saturating_sub(1);
@@ -197,7 +207,10 @@ impl Outbound {
                 }
             }
             ServerEvent::Error { error } => {
-                self.ctx.app.stats.error();
+                self.ctx
+                    .app
+                    .stats
+                    .error(crate::stats::ErrorKind::UpstreamEvent);
                 warn!(
                     code = error.code.as_deref().unwrap_or("-"),
                     message = %error.message,
@@ -267,7 +280,14 @@ impl Outbound {
                 t.begin(item_id, Role::Assistant, Utc::now());
             }
         }
-        let mark = self.playback.sent(item_id, base64_decoded_len(delta), now);
+        if let Some(stopped) = self.speech_stopped_at.take() {
+            let latency = now - stopped;
+            self.ctx.app.stats.response_latency(latency);
+            self.latencies_ms.push(latency.as_millis() as u64);
+        }
+        let bytes = base64_decoded_len(delta);
+        self.ctx.app.stats.frame_to_twilio(bytes);
+        let mark = self.playback.sent(item_id, bytes, now);
         let media = TwilioCommand::media(stream_sid, delta).to_json();
         let mark = TwilioCommand::mark(stream_sid, &mark).to_json();
         self.twilio_tx.feed(Message::text(media)).await?;
@@ -289,6 +309,7 @@ impl Outbound {
             .send(Message::text(TwilioCommand::clear(&stream_sid).to_json()))
             .await?;
         self.barge_ins += 1;
+        self.ctx.app.stats.barge_in();
         for cut in cuts {
             info!(item_id = %cut.item_id, heard_ms = cut.heard_ms, "barge-in: cleared Twilio and truncating");
             let truncate = ClientEvent::ConversationItemTruncate {
@@ -346,7 +367,7 @@ impl Outbound {
     async fn save(&self) {
         if let Some(t) = &self.transcript {
             if let Err(e) = t.save(&self.ctx.app.config.transcript_dir).await {
-                self.ctx.app.stats.error();
+                self.ctx.app.stats.error(crate::stats::ErrorKind::Storage);
                 warn!(error = format!("{e:#}"), "could not write the transcript");
             }
         }
@@ -394,12 +415,12 @@ pub(super) async fn run(
                 }
                 Some(Ok(tungstenite::Message::Binary(_))) => {
                     out.ignored += 1;
-                    ctx.app.stats.error();
+                    ctx.app.stats.error(crate::stats::ErrorKind::UpstreamEvent);
                     warn!("ignored a binary frame from the Realtime API");
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    ctx.app.stats.error();
+                    ctx.app.stats.error(crate::stats::ErrorKind::UpstreamSocket);
                     warn!(error = %e, "the Realtime API socket failed");
                     break Some(EndReason::UpstreamError);
                 }

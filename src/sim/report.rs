@@ -85,6 +85,13 @@ impl CallReport {
             self.replies_started,
             self.reply_timeouts,
         );
+        if !self.sent_agent_audio.is_empty() {
+            let _ = writeln!(
+                out,
+                "fork: sent {} ms on the outbound (agent) track",
+                self.sent_agent_audio.len() / BYTES_PER_MS
+            );
+        }
         let _ = writeln!(
             out,
             "marks: {} received, {} echoed; clears: {} (heard ms at clear: {:?})",

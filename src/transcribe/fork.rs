@@ -240,7 +240,9 @@ impl Fork {
         if let Err(mpsc::error::TrySendError::Full(_)) = sender.try_send(frame) {
             self.dropped += 1;
             if self.dropped == 1 {
-                self.state.stats.error();
+                self.state
+                    .stats
+                    .error(crate::stats::ErrorKind::TwilioMessage);
                 warn!(
                     track = track.name(),
                     "transcription backend is behind; dropping audio"
@@ -281,7 +283,9 @@ impl Fork {
 
     fn ignore(&mut self, reason: &str) {
         self.ignored += 1;
-        self.state.stats.error();
+        self.state
+            .stats
+            .error(crate::stats::ErrorKind::TwilioMessage);
         if self.ignored == 1 {
             warn!(
                 reason,

@@ -22,9 +22,11 @@
 //! - `track`: one track's audio feed, backend sessions, retry and gap.
 //! - `openai`: OpenAI Realtime transcription sessions.
 //! - [`deepgram`]: Deepgram live-streaming messages and sessions.
-//! - [`whisper`]: chunking at pauses and batch uploads to `/v1/audio/transcriptions`.
+//! - [`whisper`]: batch uploads of WAV chunks to `/v1/audio/transcriptions`.
+//! - `chunker`: cutting a track's audio into chunks at pauses.
 //! - `connect`: opening a backend WebSocket (auth header, timeout, refusals).
 
+mod chunker;
 pub mod config;
 mod connect;
 pub mod deepgram;

@@ -85,7 +85,7 @@ impl Output {
         match line.kind {
             LineKind::Interim => {
                 self.interims += 1;
-                info!(%at, speaker, text = %line.text, "interim");
+                info!(%at, speaker, text = ?line.text, "interim");
                 let event = CallEvent::Interim {
                     speaker: line.role,
                     text: line.text,
@@ -100,7 +100,7 @@ impl Output {
                 }
                 if line.kind == LineKind::Final {
                     self.finals += 1;
-                    info!(%at, speaker, text = %line.text.trim(), "final");
+                    info!(%at, speaker, text = ?line.text.trim(), "final");
                 }
                 self.save().await;
                 let event = CallEvent::Final {
@@ -141,7 +141,7 @@ impl Output {
             .save(&self.state.config.transcript_dir)
             .await
         {
-            self.state.stats.error();
+            self.state.stats.error(crate::stats::ErrorKind::Storage);
             warn!(error = format!("{e:#}"), "could not write the transcript");
         }
     }

@@ -221,7 +221,7 @@ pub(super) async fn run(
             }
         };
         let Err(e) = result else { return };
-        stats.error();
+        stats.error(crate::stats::ErrorKind::Transcription);
         if started.elapsed() >= HEALTHY_SESSION {
             may_retry = true;
         }

@@ -2,11 +2,10 @@
 //! utterance-sized chunks and uploaded to `WHISPER_URL` (`/v1/audio/transcriptions`); every answer
 //! is a final (there are no interims).
 //!
-//! Chunks ([`Chunker`]) start with up to 300 ms of the quiet before speech and end after 700 ms of
-//! quiet following speech, or at `WHISPER_CHUNK_SECS`; chunks without speech are never sent.
-//! "Speech" is 60 ms of frames whose RMS ([`crate::audio::rms`]) exceeds 600 (16-bit units).
-//! Each chunk is decoded to 16-bit PCM (Whisper does not take μ-law) and sent as an 8 kHz mono WAV
-//! (`file` = `chunk.wav`, `model`, `response_format=json`, optional `language`) with a bearer key.
+//! Chunks are cut at pauses (700 ms) or at `WHISPER_CHUNK_SECS` (the `chunker` module); chunks
+//! without speech are never sent. Each chunk is decoded to 16-bit PCM (Whisper does not take
+//! μ-law) and sent as an 8 kHz mono WAV (`file` = `chunk.wav`, `model`, `response_format=json`,
+//! optional `language`) with a bearer key.
 //! Uploads run concurrently; a failed upload is retried once, and if it fails again the track
 //! gets a gap and sends no more chunks. The remainder is flushed when the track ends.
 
@@ -20,20 +19,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
+use super::chunker::{Chunk, Chunker};
 use super::connect::{ensure_crypto_provider, error_message};
 use super::track::{Feed, TrackOut};
 use super::BackendSettings;
-use crate::audio::{decode, rms, BYTES_PER_MS, SAMPLE_RATE_HZ};
+use crate::audio::{decode, SAMPLE_RATE_HZ};
 use crate::stats::Stats;
 
-/// Quiet after speech that ends a chunk, ms.
-pub const PAUSE_MS: u64 = 700;
-/// Quiet kept before the speech of a chunk, ms.
-const PRE_ROLL_MS: u64 = 300;
-/// Loud audio needed before a chunk counts as speech, ms.
-const MIN_SPEECH_MS: u64 = 60;
-/// Frame RMS (16-bit PCM units) above which audio is loud.
-const SPEECH_RMS: f64 = 600.0;
 /// Longest one upload may take.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for outstanding uploads once the track has ended.
@@ -43,82 +35,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TranscriptionResponse {
     pub text: String,
-}
-
-/// A cut chunk: where it starts in the track's audio (ms) and its μ-law bytes.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct Chunk {
-    pub start_ms: u64,
-    pub ulaw: Vec<u8>,
-}
-
-/// Cuts a track's μ-law into chunks at pauses or at a maximum length.
-#[derive(Debug)]
-pub(super) struct Chunker {
-    max_bytes: usize,
-    buf: Vec<u8>,
-    /// Track position of `buf[0]`, bytes.
-    buf_start: u64,
-    /// Consecutive loud audio, ms.
-    loud_ms: u64,
-    /// Consecutive quiet audio since the last loud frame, ms.
-    quiet_ms: u64,
-    speech: bool,
-}
-
-impl Chunker {
-    /// Chunks of at most `max_secs` seconds.
-    pub fn new(max_secs: u32) -> Self {
-        Chunker {
-            max_bytes: max_secs.max(1) as usize * 1000 * BYTES_PER_MS,
-            buf: Vec::new(),
-            buf_start: 0,
-            loud_ms: 0,
-            quiet_ms: 0,
-            speech: false,
-        }
-    }
-
-    /// Add one frame (any length; Twilio's are 20 ms); returns a chunk when one is complete.
-    pub fn push(&mut self, ulaw: &[u8]) -> Option<Chunk> {
-        let ms = (ulaw.len() / BYTES_PER_MS) as u64;
-        let loud = rms(ulaw) > SPEECH_RMS;
-        self.buf.extend_from_slice(ulaw);
-        if loud {
-            self.loud_ms += ms;
-            self.quiet_ms = 0;
-            self.speech |= self.loud_ms >= MIN_SPEECH_MS;
-        } else {
-            self.loud_ms = 0;
-            self.quiet_ms += ms;
-        }
-        if !self.speech {
-            // Keep only the pre-roll (plus a loud run in progress) while nobody speaks.
-            let keep = (PRE_ROLL_MS + self.loud_ms) as usize * BYTES_PER_MS;
-            if self.buf.len() > keep {
-                let excess = self.buf.len() - keep;
-                self.buf.drain(..excess);
-                self.buf_start += excess as u64;
-            }
-            return None;
-        }
-        (self.quiet_ms >= PAUSE_MS || self.buf.len() >= self.max_bytes).then(|| self.cut())
-    }
-
-    /// What is left at the end of the track, if it holds speech.
-    pub fn flush(&mut self) -> Option<Chunk> {
-        self.speech.then(|| self.cut())
-    }
-
-    fn cut(&mut self) -> Chunk {
-        let ulaw = std::mem::take(&mut self.buf);
-        let start_ms = self.buf_start / BYTES_PER_MS as u64;
-        self.buf_start += ulaw.len() as u64;
-        self.speech = false;
-        self.loud_ms = 0;
-        self.quiet_ms = 0;
-        Chunk { start_ms, ulaw }
-    }
 }
 
 /// μ-law → 16-bit PCM WAV, 8 kHz mono, in memory.
@@ -195,7 +111,7 @@ async fn upload(
     let result = match first {
         Ok(text) => Ok(text),
         Err(e) => {
-            stats.error();
+            stats.error(crate::stats::ErrorKind::Transcription);
             warn!(
                 error = format!("{e:#}"),
                 "transcription upload failed; retrying once"
@@ -219,7 +135,7 @@ pub(super) async fn run(
     let client = match reqwest::Client::builder().timeout(UPLOAD_TIMEOUT).build() {
         Ok(client) => client,
         Err(e) => {
-            stats.error();
+            stats.error(crate::stats::ErrorKind::Transcription);
             error!(error = %e, "cannot build the HTTP client; no transcription for this track");
             out.gap(0).await;
             return;
@@ -292,7 +208,7 @@ async fn settle(
             false
         }
         Ok((start_ms, Err(e))) => {
-            stats.error();
+            stats.error(crate::stats::ErrorKind::Transcription);
             if !given_up {
                 error!(
                     error = format!("{e:#}"),
@@ -303,7 +219,7 @@ async fn settle(
             true
         }
         Err(e) => {
-            stats.error();
+            stats.error(crate::stats::ErrorKind::Transcription);
             error!(error = %e, "transcription upload task failed");
             false
         }
@@ -313,49 +229,16 @@ async fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audio::{encode, FRAME_BYTES, ULAW_SILENCE};
-
-    fn tone(ms: usize) -> Vec<u8> {
-        let pcm: Vec<i16> = (0..ms * BYTES_PER_MS)
-            .map(|n| (8000.0 * (n as f64 * 0.3).sin()) as i16)
-            .collect();
-        encode(&pcm)
-    }
-
-    fn feed(chunker: &mut Chunker, audio: &[u8]) -> Vec<Chunk> {
-        audio
-            .chunks(FRAME_BYTES)
-            .filter_map(|f| chunker.push(f))
-            .collect()
-    }
-
-    #[test]
-    fn chunks_are_cut_at_pauses_with_a_pre_roll_and_silence_is_never_sent() {
-        let mut chunker = Chunker::new(5);
-        let mut audio = vec![ULAW_SILENCE; 2000 * BYTES_PER_MS];
-        audio.extend(tone(1000));
-        audio.extend(vec![ULAW_SILENCE; 1000 * BYTES_PER_MS]);
-        let chunks = feed(&mut chunker, &audio);
-        assert_eq!(chunks.len(), 1);
-        assert_eq!(chunks[0].start_ms, 2000 - PRE_ROLL_MS);
-        let len_ms = (chunks[0].ulaw.len() / BYTES_PER_MS) as u64;
-        assert_eq!(len_ms, PRE_ROLL_MS + 1000 + PAUSE_MS);
-        assert_eq!(chunker.flush(), None, "trailing silence is not a chunk");
-    }
-
-    #[test]
-    fn long_speech_is_cut_at_the_maximum_and_the_rest_flushed() {
-        let mut chunker = Chunker::new(1);
-        let chunks = feed(&mut chunker, &tone(2500));
-        assert_eq!(chunks.len(), 2);
-        assert_eq!((chunks[0].start_ms, chunks[1].start_ms), (0, 1000));
-        assert!(chunks.iter().all(|c| c.ulaw.len() == 1000 * BYTES_PER_MS));
-        let rest = chunker.flush().unwrap();
-        assert_eq!((rest.start_ms, rest.ulaw.len()), (2000, 500 * BYTES_PER_MS));
-    }
+    use crate::audio::{encode, BYTES_PER_MS};
 
     #[test]
     fn wav_chunks_are_8k_mono_16_bit_pcm() {
+        let tone = |ms: usize| {
+            let pcm: Vec<i16> = (0..ms * BYTES_PER_MS)
+                .map(|n| (8000.0 * (n as f64 * 0.3).sin()) as i16)
+                .collect();
+            encode(&pcm)
+        };
         let ulaw = tone(100);
         let wav = wav_bytes(&ulaw).unwrap();
         assert_eq!(&wav[..4], b"RIFF");

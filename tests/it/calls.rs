@@ -16,7 +16,7 @@ fn parrot() -> FakeOptions {
 }
 
 #[tokio::test]
-async fn a_call_relays_audio_bit_exact_both_ways_and_writes_a_transcript() {
+async fn a_call_relays_audio_bit_exact_both_ways_writes_a_transcript_and_shows_in_metrics() {
     let (app, fake) = spawn_with_fake(parrot(), |_| {}).await;
     let report = sim::run(call_options(&app, vec![clip("caller-hello.wav")]))
         .await
@@ -61,6 +61,44 @@ async fn a_call_relays_audio_bit_exact_both_ways_and_writes_a_transcript() {
     assert_eq!(app.state.stats.active(), 0);
     assert_eq!(app.state.stats.total(), 1);
     assert_eq!(app.state.stats.errors(), 0);
+
+    let (status, headers, metrics) = app
+        .request(
+            axum::http::Request::get("/metrics")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, axum::http::StatusCode::OK);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
+    };
+    assert_eq!(value("calls_total"), 1.0);
+    assert_eq!(value("calls_active"), 0.0);
+    let frames_in = report.sent_audio.len() as f64 / 160.0;
+    assert_eq!(
+        value(r#"frames_total{direction="twilio_to_openai"}"#),
+        frames_in
+    );
+    assert_eq!(
+        value(r#"bytes_total{direction="openai_to_twilio"}"#),
+        conn.sent_audio.len() as f64
+    );
+    assert_eq!(
+        value("response_latency_seconds_count"),
+        1.0,
+        "one reply after one utterance"
+    );
+    assert_eq!(value("upstream_connect_seconds_count"), 1.0);
     app.shutdown().await;
 }
 

@@ -3,7 +3,10 @@
 
 mod api;
 mod calls;
+mod fake_deepgram;
 mod fake_twilio;
+mod fake_whisper;
+mod fork;
 mod hostile;
 mod http;
 mod signatures;
