@@ -1,7 +1,7 @@
 //! The `fake-openai` subcommand: a local stand-in for the OpenAI Realtime API (GA) over plain `ws://`.
 //!
 //! Speaks the GA event shapes of `PROTOCOLS.md` § "OpenAI Realtime API — GA only" with the typed
-//! [`crate::realtime`] events: `session.created`/`updated`, an energy VAD ([`vad`]) that emits
+//! [`crate::realtime`] events: `session.created`/`updated`, an energy VAD (`vad`) that emits
 //! `input_audio_buffer.speech_started`/`stopped`/`committed`, placeholder caller transcription, and
 //! audio responses paced faster than real time. A `?intent=transcription` connection is a
 //! transcription session: the same VAD events, then two transcription deltas and `.completed` per

@@ -125,7 +125,7 @@ async fn the_stream_upgrade_must_be_signed_against_the_wss_url() {
     );
 
     let mut opts = call_options(&app, vec![clip("caller-hello.wav")]);
-    let sig = sign(TOKEN, &format!("wss://relay.example.com/media-stream"), &[]);
+    let sig = sign(TOKEN, "wss://relay.example.com/media-stream", &[]);
     opts.extra_headers = vec![("X-Twilio-Signature".into(), sig)];
     let report = sim::run(opts).await.expect("a signed upgrade is accepted");
     assert!(!report.heard.is_empty());
