@@ -18,9 +18,10 @@ command -v perf >/dev/null || { log "perf not found (apt-get install linux-perf)
 build
 raise_fd_limit
 start_fake
+wait_quiet
 start_relay
 "$BIN" load "ws://127.0.0.1:$RELAY_PORT/media-stream" --calls "$CALLS" \
-  --seconds "$((PROFILE_SECONDS + 5))" --warmup 3 --ramp 1 --pid "$RELAY_PID" \
+  --seconds "$((PROFILE_SECONDS + 5))" --warmup 3 --ramp 1 --pid "$RELAY_PID" --stand-in-pid "$FAKE_PID" \
   >"$OUT/profile-load.txt" &
 LOAD_PID=$!
 sleep 5

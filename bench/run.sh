@@ -2,8 +2,8 @@
 # bench/run.sh: the capacity benchmark. Frame-tagged echo load (see bench/README.md) against a
 # release relay and the echo-frames stand-in on this machine, at several call counts; prints a
 # Markdown table. Environment: BENCH_CALLS ("100 250 500 1000"), BENCH_SECONDS (20), BENCH_WARMUP
-# (3), BENCH_RAMP (3), BENCH_WORKERS (4), BENCH_OUT (keep logs and JSON reports there),
-# RELAY_BIN (use this binary, skip the build).
+# (3), BENCH_RAMP (3), BENCH_WORKERS (2) and BENCH_THREADS (1) for the generator, BENCH_QUIET_WAIT
+# (300 s), BENCH_OUT (keep logs and JSON reports there), RELAY_BIN (use this binary, skip the build).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -11,7 +11,8 @@ CALLS_LIST="${BENCH_CALLS:-100 250 500 1000}"
 MEASURE_SECONDS="${BENCH_SECONDS:-20}"
 WARMUP="${BENCH_WARMUP:-3}"
 RAMP="${BENCH_RAMP:-3}"
-WORKERS="${BENCH_WORKERS:-4}"
+WORKERS="${BENCH_WORKERS:-2}"
+THREADS="${BENCH_THREADS:-1}"
 
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -25,15 +26,15 @@ for calls in $CALLS_LIST; do
   log "load: $calls calls, ${MEASURE_SECONDS} s measured (+${WARMUP} s warm-up, ${RAMP} s ramp)"
   "$BIN" load "ws://127.0.0.1:$RELAY_PORT/media-stream" --calls "$calls" \
     --seconds "$MEASURE_SECONDS" --warmup "$WARMUP" --ramp "$RAMP" --workers "$WORKERS" \
-    --pid "$RELAY_PID" --json >"$OUT/load-$calls.json"
+    --threads "$THREADS" --pid "$RELAY_PID" --stand-in-pid "$FAKE_PID" --json >"$OUT/load-$calls.json"
   stop_relay
 done
 
 python3 - "$OUT" $CALLS_LIST <<'PY'
 import json, sys
 out, levels = sys.argv[1], sys.argv[2:]
-print("| calls | p50 ms | p99 ms | p99.9 ms | max ms | lost | late ticks | relay CPU ms per call-second | memory KiB per call | failed calls | machine busy % | generator CPU ms per call-second |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| calls | p50 ms | p99 ms | p99.9 ms | max ms | lost | late ticks | relay CPU ms per call-second | memory KiB per call | failed calls | machine busy % | generator CPU ms per call-second | stand-in CPU ms per call-second |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 notes = []
 for n in levels:
     r = json.load(open(f"{out}/load-{n}.json"))
@@ -43,7 +44,8 @@ for n in levels:
           f"| {r['frames_lost']} of {r['frames_sent']} | {r['late_ticks']} of {r['ticks']} "
           f"| {dash(relay, 'cpu_ms_per_call_second', '{:.3f}')} | {dash(relay, 'memory_kib_per_call', '{:.1f}')} "
           f"| {r['calls_failed'] + r['calls_dropped']} | {dash(window, 'machine_busy_percent', '{:.0f}')} "
-          f"| {dash(window, 'generator_cpu_ms_per_call_second', '{:.3f}')} |")
+          f"| {dash(window, 'generator_cpu_ms_per_call_second', '{:.3f}')} "
+          f"| {dash(window, 'stand_in_cpu_ms_per_call_second', '{:.3f}')} |")
     notes += [f"{n} calls: {x}" for x in r["errors"] + r["notes"]]
 if notes:
     print()

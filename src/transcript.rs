@@ -76,6 +76,9 @@ pub struct Transcript {
     pub ended_at: Option<DateTime<Utc>>,
     pub end_reason: Option<EndReason>,
     pub turns: Vec<Turn>,
+    /// Times the Realtime API dropped mid-call and the relay reconnected (omitted when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub upstream_reconnects: u32,
     /// Turns whose text has not arrived yet, by Realtime item id.
     #[serde(skip)]
     pending: HashMap<String, Turn>,
@@ -93,6 +96,7 @@ impl Transcript {
             ended_at: None,
             end_reason: None,
             turns: Vec::new(),
+            upstream_reconnects: 0,
             pending: HashMap::new(),
         }
     }
@@ -188,6 +192,10 @@ impl Transcript {
             .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
         Ok(path)
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Keep a SID usable as a file name whatever Twilio (or an attacker) sends.

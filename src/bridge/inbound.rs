@@ -20,13 +20,14 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
 use super::{CallCtx, CallInfo, ToOutbound};
 use crate::realtime::ClientEvent;
 use crate::stats::Stats;
 use crate::transcript::EndReason;
-use crate::twilio::media::{FrameProbe, TwilioEvent};
+use crate::twilio::media::{is_base64, FrameProbe, TwilioEvent};
 use crate::upstream::UpstreamSocket;
 
 /// Ignored messages logged in full per call; the rest are counted and summarized at the end.
@@ -88,10 +89,23 @@ impl Inbound {
         // The per-frame path: one flat parse, the payload borrowed, one string built.
         if let Ok(FrameProbe {
             event,
+            stream_sid,
             media: Some(media),
         }) = serde_json::from_str::<FrameProbe>(text.as_str())
         {
             if event == "media" {
+                let Some(call) = &self.call else {
+                    self.ignore("media before start");
+                    return Step::Continue;
+                };
+                if stream_sid.is_some_and(|sid| sid != call.stream_sid) {
+                    self.ignore("media for another streamSid");
+                    return Step::Continue;
+                }
+                if !is_base64(&media.payload) {
+                    self.ignore("media payload is not base64");
+                    return Step::Continue;
+                }
                 self.frames_in += 1;
                 self.stats.frame_to_openai(media.payload.len());
                 trace!(bytes = media.payload.len(), "caller audio");
@@ -198,20 +212,23 @@ enum Wake {
     WriteFailed(tungstenite::Error),
 }
 
-/// Run the Twilio → OpenAI side until Twilio stops, either socket fails, or `ctx` is cancelled.
-/// Also sends the upstream writes the outbound task asks for. Closes the upstream socket on exit.
+/// Run the Twilio → OpenAI side for one upstream session: until Twilio stops or fails (the call
+/// ends), the upstream socket fails (only `session` is cancelled, so the supervisor can
+/// reconnect), or `session` is cancelled. Also sends the upstream writes the outbound task asks
+/// for. Closes the upstream socket on exit and hands the Twilio reader back.
 pub(super) async fn run(
     mut inbound: Inbound,
     mut twilio_rx: SplitStream<WebSocket>,
     mut upstream_tx: SplitSink<UpstreamSocket, tungstenite::Message>,
     mut from_outbound: mpsc::Receiver<String>,
     ctx: CallCtx,
-) -> Inbound {
+    session: CancellationToken,
+) -> (Inbound, SplitStream<WebSocket>) {
     let mut audio: VecDeque<String> = VecDeque::with_capacity(UPSTREAM_QUEUE_FRAMES);
     let mut control: VecDeque<String> = VecDeque::new();
     let mut unflushed = false;
     let mut control_open = true;
-    let cancelled = ctx.cancel().cancelled();
+    let cancelled = session.cancelled();
     tokio::pin!(cancelled);
     let reason = loop {
         // One poll drives everything: write what the socket takes (control first), flush, then
@@ -260,7 +277,8 @@ pub(super) async fn run(
             Wake::Cancelled => break None,
             Wake::WriteFailed(e) => {
                 warn!(error = %e, "could not write to the Realtime API");
-                break Some(EndReason::UpstreamError);
+                session.cancel();
+                break None;
             }
             Wake::Control(Some(json)) => control.push_back(json),
             Wake::Control(None) => control_open = false,
@@ -268,7 +286,7 @@ pub(super) async fn run(
                 let step = match msg {
                     Some(Ok(msg)) => inbound.on_message(msg),
                     Some(Err(e)) => {
-                        debug!(error = %e, "Twilio socket error");
+                        warn!(error = %e, "Twilio's socket failed (e.g. a message over 64 KiB); ending the call");
                         Step::Closed
                     }
                     None => Step::Closed,
@@ -293,5 +311,5 @@ pub(super) async fn run(
         let _ = upstream_tx.close().await;
     })
     .await;
-    inbound
+    (inbound, twilio_rx)
 }

@@ -16,17 +16,20 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::WebSocket;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, field, info, info_span, warn, Instrument};
 
 use crate::active::CallHandle;
 use crate::app::AppState;
 use crate::events::CallEvent;
-use crate::realtime::ClientEvent;
+use crate::records::CallRecord;
+use crate::stats::ErrorKind;
 use crate::transcript::{EndReason, Transcript};
-use crate::upstream;
+use crate::upstream::{self, UpstreamSocket};
 use inbound::{Inbound, Step};
 use outbound::Outbound;
 
@@ -97,24 +100,167 @@ pub async fn run_call(socket: WebSocket, app: AppState) {
     supervise(socket, app).instrument(span).await;
 }
 
+/// One call's two sides between upstream sessions: the Twilio reader with its state, and the
+/// outbound state that owns Twilio's writer, playback and the transcript.
+struct Sides {
+    inbound: Inbound,
+    twilio_rx: SplitStream<WebSocket>,
+    out: Outbound,
+    from_inbound: mpsc::Receiver<ToOutbound>,
+}
+
 async fn supervise(socket: WebSocket, app: AppState) {
     let started = Instant::now();
-    let (mut twilio_tx, mut twilio_rx) = socket.split();
+    let (twilio_tx, twilio_rx) = socket.split();
     let (to_outbound, from_inbound) = mpsc::channel(CHANNEL_CAPACITY);
-    let mut inbound = Inbound::new(app.stats.clone(), to_outbound);
     let ctx = CallCtx {
         app: app.clone(),
         handle: CallHandle::new(&app.shutdown),
     };
-
-    // Phase 1: open the upstream socket while Twilio says `connected` and `start`.
+    let mut sides = Sides {
+        inbound: Inbound::new(app.stats.clone(), to_outbound),
+        twilio_rx,
+        out: Outbound::new(ctx.clone(), twilio_tx),
+        from_inbound,
+    };
     let mut early: VecDeque<String> = VecDeque::new();
-    let connect = upstream::connect(&app.config);
+    let mut sessions = 0u32;
+    loop {
+        // Open the upstream socket while Twilio keeps talking: on the first session that saves
+        // a round trip before `start`; on a reconnect it keeps the caller's audio.
+        let Some(result) =
+            connect_while_listening(&mut sides.inbound, &mut sides.twilio_rx, &mut early, &ctx)
+                .await
+        else {
+            break;
+        };
+        let (socket, took) = match result {
+            Ok(connected) => connected,
+            Err(e) => {
+                app.stats.error(ErrorKind::UpstreamConnect);
+                if sessions == 0 {
+                    wait_for_start(&mut sides.inbound, &mut sides.twilio_rx).await;
+                }
+                error!(error = %e, "could not open the Realtime API session; closing the stream so Twilio plays the fallback");
+                ctx.end(EndReason::UpstreamError);
+                break;
+            }
+        };
+        app.stats.upstream_connected(took);
+        info!(
+            connect_ms = took.as_millis() as u64,
+            reconnect = sessions > 0,
+            "Realtime API connected"
+        );
+        let (mut upstream_tx, upstream_rx) = socket.split();
+        let mut setup = vec![sides.out.session_update()];
+        if sessions > 0 {
+            setup.extend(sides.out.resume());
+        }
+        setup.extend(early.drain(..));
+        if let Err(e) = send_all(&mut upstream_tx, setup).await {
+            app.stats.error(ErrorKind::UpstreamConnect);
+            error!(error = %e, "could not configure the Realtime session; closing the stream");
+            ctx.end(EndReason::UpstreamError);
+            break;
+        }
+        sessions += 1;
+        sides = match run_session(sides, upstream_tx, upstream_rx, &ctx).await {
+            Some(sides) => sides,
+            None => {
+                ctx.end(EndReason::ServerShutdown);
+                return;
+            }
+        };
+        if ctx.handle.reason().is_some() {
+            break;
+        }
+        // The upstream session failed while the call is still up: reconnect once.
+        let failure = sides
+            .out
+            .upstream_failure
+            .take()
+            .unwrap_or(EndReason::UpstreamError);
+        if sessions >= 2 {
+            error!(
+                ?failure,
+                "the Realtime API dropped again; closing the stream so Twilio plays the fallback"
+            );
+            ctx.end(failure);
+            break;
+        }
+        warn!(
+            ?failure,
+            "the Realtime API dropped mid-call; reconnecting once with the conversation so far"
+        );
+    }
+    close_within_a_second(sides.out.close_twilio()).await;
+    finish(app, ctx, sides, started, sessions.saturating_sub(1)).await;
+}
+
+/// Run the two tasks for one upstream session; they stop when the call ends or the session
+/// fails (then only the session token is cancelled) and hand their sides back. `None` if a task
+/// panicked (already logged).
+async fn run_session(
+    sides: Sides,
+    upstream_tx: SplitSink<UpstreamSocket, tungstenite::Message>,
+    upstream_rx: SplitStream<UpstreamSocket>,
+    ctx: &CallCtx,
+) -> Option<Sides> {
+    let Sides {
+        inbound,
+        twilio_rx,
+        mut out,
+        from_inbound,
+    } = sides;
+    let session = ctx.cancel().child_token();
+    let (to_upstream, from_outbound) = mpsc::channel(CHANNEL_CAPACITY);
+    out.to_upstream = to_upstream;
+    let span = tracing::Span::current();
+    let calls = &ctx.app.calls;
+    let inbound_task = calls.spawn(
+        inbound::run(
+            inbound,
+            twilio_rx,
+            upstream_tx,
+            from_outbound,
+            ctx.clone(),
+            session.clone(),
+        )
+        .instrument(span.clone()),
+    );
+    let outbound_task =
+        calls.spawn(outbound::run(out, upstream_rx, from_inbound, session).instrument(span));
+    match tokio::join!(inbound_task, outbound_task) {
+        (Ok((inbound, twilio_rx)), Ok((out, from_inbound))) => Some(Sides {
+            inbound,
+            twilio_rx,
+            out,
+            from_inbound,
+        }),
+        (inbound, outbound) => {
+            error!(inbound = ?inbound.err(), outbound = ?outbound.err(), "a call task failed");
+            None
+        }
+    }
+}
+
+/// Read Twilio while `upstream::connect` runs. `None` if the call ended meanwhile.
+async fn connect_while_listening(
+    inbound: &mut Inbound,
+    twilio_rx: &mut SplitStream<WebSocket>,
+    early: &mut VecDeque<String>,
+    ctx: &CallCtx,
+) -> Option<Result<(UpstreamSocket, Duration), upstream::UpstreamError>> {
+    let connect = upstream::connect(&ctx.app.config);
     tokio::pin!(connect);
-    let connected = loop {
+    loop {
         tokio::select! {
-            result = &mut connect => break Some(result),
-            _ = ctx.cancel().cancelled() => { ctx.end(EndReason::ServerShutdown); break None }
+            result = &mut connect => return Some(result),
+            _ = ctx.cancel().cancelled() => {
+                ctx.end(EndReason::ServerShutdown);
+                return None;
+            }
             msg = twilio_rx.next() => {
                 let step = match msg {
                     Some(Ok(msg)) => inbound.on_message(msg),
@@ -125,113 +271,79 @@ async fn supervise(socket: WebSocket, app: AppState) {
                         if early.len() == EARLY_AUDIO_FRAMES {
                             early.pop_front();
                             inbound.frames_dropped += 1;
-                            app.stats.frame_dropped();
+                            ctx.app.stats.frame_dropped();
                         }
                         early.push_back(json);
                     }
                     Step::Continue => {}
-                    Step::Stop => { ctx.end(EndReason::CallerHungUp); break None }
-                    Step::Closed => { ctx.end(EndReason::TwilioDisconnected); break None }
-                }
-            }
-        }
-    };
-
-    let mut transcript = None;
-    let (mut frames_out, mut barge_ins, mut out_ignored) = (0, 0, 0);
-    let mut latencies_ms: Vec<u64> = Vec::new();
-    match connected {
-        None => close_within_a_second(twilio_tx.close()).await,
-        Some(Err(e)) => {
-            app.stats.error(crate::stats::ErrorKind::UpstreamConnect);
-            // Twilio's `start` follows the upgrade at once: wait for it briefly so the failure
-            // is logged under the call's SID and leaves a transcript saying what happened.
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                while inbound.call.is_none() {
-                    match twilio_rx.next().await {
-                        Some(Ok(msg)) => {
-                            inbound.on_message(msg);
-                        }
-                        _ => break,
+                    Step::Stop => {
+                        ctx.end(EndReason::CallerHungUp);
+                        return None;
                     }
-                }
-            })
-            .await;
-            error!(error = %e, "could not open the Realtime API session; closing the stream so Twilio plays the fallback");
-            ctx.end(EndReason::UpstreamError);
-            close_within_a_second(twilio_tx.close()).await;
-        }
-        Some(Ok((socket, took))) => {
-            app.stats.upstream_connected(took);
-            info!(
-                connect_ms = took.as_millis() as u64,
-                "Realtime API connected"
-            );
-            let (mut upstream_tx, upstream_rx) = socket.split();
-            let session = ClientEvent::SessionUpdate {
-                session: Box::new(app.config.session()),
-            };
-            let mut setup = vec![session.to_json()];
-            setup.extend(early.drain(..));
-            let mut sent = Ok(());
-            for json in setup {
-                sent = upstream_tx
-                    .feed(tokio_tungstenite::tungstenite::Message::text(json))
-                    .await;
-                if sent.is_err() {
-                    break;
-                }
-            }
-            if sent.is_ok() {
-                sent = upstream_tx.flush().await;
-            }
-            if let Err(e) = sent {
-                app.stats.error(crate::stats::ErrorKind::UpstreamConnect);
-                error!(error = %e, "could not configure the Realtime session; closing the stream");
-                ctx.end(EndReason::UpstreamError);
-                close_within_a_second(twilio_tx.close()).await;
-            } else {
-                let (to_upstream, from_outbound) = mpsc::channel(CHANNEL_CAPACITY);
-                let span = tracing::Span::current();
-                let inbound_task = app.calls.spawn(
-                    inbound::run(inbound, twilio_rx, upstream_tx, from_outbound, ctx.clone())
-                        .instrument(span.clone()),
-                );
-                let out = Outbound::new(ctx.clone(), twilio_tx, to_upstream);
-                let outbound_task = app
-                    .calls
-                    .spawn(outbound::run(out, upstream_rx, from_inbound).instrument(span));
-                let (inbound_done, outbound_done) = tokio::join!(inbound_task, outbound_task);
-                match outbound_done {
-                    Ok(out) => {
-                        transcript = out.transcript;
-                        (frames_out, barge_ins) = (out.frames_out, out.barge_ins);
-                        latencies_ms = out.latencies_ms;
-                        out_ignored = out.ignored;
-                    }
-                    Err(e) => error!(error = %e, "outbound task failed"),
-                }
-                match inbound_done {
-                    Ok(done) => inbound = done,
-                    Err(e) => {
-                        error!(error = %e, "inbound task failed");
-                        ctx.end(EndReason::ServerShutdown);
-                        return;
+                    Step::Closed => {
+                        ctx.end(EndReason::TwilioDisconnected);
+                        return None;
                     }
                 }
             }
         }
     }
+}
 
+/// Twilio's `start` follows the upgrade at once: wait for it briefly (at most 2 s) so an early
+/// failure is logged under the call's SID and leaves a transcript saying what happened.
+async fn wait_for_start(inbound: &mut Inbound, twilio_rx: &mut SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while inbound.call.is_none() {
+            match twilio_rx.next().await {
+                Some(Ok(msg)) => {
+                    inbound.on_message(msg);
+                }
+                _ => break,
+            }
+        }
+    })
+    .await;
+}
+
+async fn send_all(
+    upstream_tx: &mut SplitSink<UpstreamSocket, tungstenite::Message>,
+    messages: Vec<String>,
+) -> Result<(), tungstenite::Error> {
+    for json in messages {
+        upstream_tx.feed(tungstenite::Message::text(json)).await?;
+    }
+    upstream_tx.flush().await
+}
+
+/// The call is over: record, transcript, event feed, summary line.
+async fn finish(app: AppState, ctx: CallCtx, sides: Sides, started: Instant, reconnects: u32) {
     let reason = ctx.handle.reason().unwrap_or(EndReason::ServerShutdown);
+    let Sides { inbound, out, .. } = sides;
     if let Some(call) = &inbound.call {
         app.active.remove(&call.call_sid);
+        let (from, to) = (
+            call.param("From").map(str::to_string),
+            call.param("To").map(str::to_string),
+        );
         app.records
-            .update_existing(&call.call_sid, |r| r.end("completed", Some(reason)))
+            .update(
+                &call.call_sid,
+                || CallRecord::new(&call.call_sid, "inbound", "in-progress"),
+                |r| {
+                    r.from = r.from.take().or(from);
+                    r.to = r.to.take().or(to);
+                    r.end("completed", Some(reason));
+                },
+            )
             .await;
     }
-    let transcript = transcript.or_else(|| inbound.call.as_ref().map(CallInfo::transcript));
+    let transcript = out
+        .transcript
+        .clone()
+        .or_else(|| inbound.call.as_ref().map(CallInfo::transcript));
     if let Some(mut t) = transcript {
+        t.upstream_reconnects = reconnects;
         t.finish(reason);
         app.events.publish(
             &t.call_sid,
@@ -243,24 +355,24 @@ async fn supervise(socket: WebSocket, app: AppState) {
         match t.save(&app.config.transcript_dir).await {
             Ok(path) => info!(path = %path.display(), turns = t.turns.len(), "transcript saved"),
             Err(e) => {
-                app.stats.error(crate::stats::ErrorKind::Storage);
+                app.stats.error(ErrorKind::Storage);
                 warn!(error = format!("{e:#}"), "could not write the transcript");
             }
         }
     }
-    latencies_ms.sort_unstable();
-    let latency_p50_ms = latencies_ms.get(latencies_ms.len() / 2).copied();
-    let latency_max_ms = latencies_ms.last().copied();
+    let mut latencies = out.latencies_ms.clone();
+    latencies.sort_unstable();
     info!(
         end_reason = ?reason,
-        response_latency_p50_ms = ?latency_p50_ms,
-        response_latency_max_ms = ?latency_max_ms,
         duration_ms = started.elapsed().as_millis() as u64,
         frames_in = inbound.frames_in,
         frames_dropped = inbound.frames_dropped,
-        frames_out,
-        barge_ins,
-        ignored_messages = inbound.ignored + out_ignored,
+        frames_out = out.frames_out,
+        barge_ins = out.barge_ins,
+        response_latency_p50_ms = ?latencies.get(latencies.len() / 2),
+        response_latency_max_ms = ?latencies.last(),
+        upstream_reconnects = reconnects,
+        ignored_messages = inbound.ignored + out.ignored,
         "call ended"
     );
 }

@@ -14,6 +14,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
 use super::ending::Ending;
@@ -22,10 +23,11 @@ use super::{CallCtx, CallInfo, ToOutbound};
 use crate::active::CallSettings;
 use crate::config::END_CALL_TOOL;
 use crate::events::CallEvent;
-use crate::realtime::client::Item;
+use crate::realtime::client::{ContentPart, Item};
 use crate::realtime::server::{EventProbe, OUTPUT_AUDIO_DELTA};
 use crate::realtime::{ClientEvent, ServerEvent};
 use crate::records::CallRecord;
+use crate::stats::ErrorKind;
 use crate::transcript::{EndReason, Role, Transcript};
 use crate::twilio::media::{base64_decoded_len, TwilioCommand};
 use crate::upstream::UpstreamSocket;
@@ -34,14 +36,17 @@ use crate::upstream::UpstreamSocket;
 pub(super) struct Outbound {
     pub(super) ctx: CallCtx,
     twilio_tx: SplitSink<WebSocket, Message>,
-    to_upstream: mpsc::Sender<String>,
+    /// Writes for the current upstream session (the inbound task sends them).
+    pub(super) to_upstream: mpsc::Sender<String>,
+    /// Set when the upstream session failed while the call was still up.
+    pub(super) upstream_failure: Option<EndReason>,
     pub(super) playback: Playback,
     stream_sid: Option<String>,
     pub(super) call_sid: Option<String>,
     pub transcript: Option<Transcript>,
     /// This call's overrides (outbound calls placed through the API).
     settings: CallSettings,
-    /// `session.update`s sent and not yet answered; the supervisor sent the first.
+    /// `session.update`s sent and not yet answered.
     pending_updates: u32,
     greeted: bool,
     /// The item a barge-in interrupted: late deltas of it are dropped, not played.
@@ -59,21 +64,19 @@ pub(super) struct Outbound {
 }
 
 impl Outbound {
-    pub fn new(
-        ctx: CallCtx,
-        twilio_tx: SplitSink<WebSocket, Message>,
-        to_upstream: mpsc::Sender<String>,
-    ) -> Self {
+    /// Outbound state for a new call; `to_upstream` is set per upstream session.
+    pub fn new(ctx: CallCtx, twilio_tx: SplitSink<WebSocket, Message>) -> Self {
         Outbound {
             ctx,
             twilio_tx,
-            to_upstream,
+            to_upstream: mpsc::channel(1).0,
+            upstream_failure: None,
             playback: Playback::default(),
             stream_sid: None,
             call_sid: None,
             transcript: None,
             settings: CallSettings::default(),
-            pending_updates: 1,
+            pending_updates: 0,
             greeted: false,
             muted_item: None,
             ending: None,
@@ -115,19 +118,13 @@ impl Outbound {
             )
             .await;
         if let Some(settings) = info.param("CallRef").and_then(|r| app.pending.take(r)) {
-            if settings.instructions.is_some() || settings.voice.is_some() {
-                let session = app.config.session_for(&settings);
-                self.pending_updates += 1;
-                self.upstream(
-                    ClientEvent::SessionUpdate {
-                        session: Box::new(session),
-                    }
-                    .to_json(),
-                )
-                .await;
+            let changes_session = settings.instructions.is_some() || settings.voice.is_some();
+            self.settings = settings;
+            if changes_session {
+                let update = self.session_update();
+                self.upstream(update).await;
                 info!("applied this call's instructions/voice");
             }
-            self.settings = settings;
         }
         self.transcript = Some(info.transcript());
         self.call_sid = Some(info.call_sid);
@@ -152,10 +149,7 @@ impl Outbound {
             Ok(event) => event,
             Err(e) => {
                 self.ignored += 1;
-                self.ctx
-                    .app
-                    .stats
-                    .error(crate::stats::ErrorKind::UpstreamEvent);
+                self.ctx.app.stats.error(ErrorKind::UpstreamEvent);
                 warn!(error = %e, "ignored a malformed Realtime event");
                 return Ok(());
             }
@@ -207,10 +201,7 @@ impl Outbound {
                 }
             }
             ServerEvent::Error { error } => {
-                self.ctx
-                    .app
-                    .stats
-                    .error(crate::stats::ErrorKind::UpstreamEvent);
+                self.ctx.app.stats.error(ErrorKind::UpstreamEvent);
                 warn!(
                     code = error.code.as_deref().unwrap_or("-"),
                     message = %error.message,
@@ -367,10 +358,54 @@ impl Outbound {
     async fn save(&self) {
         if let Some(t) = &self.transcript {
             if let Err(e) = t.save(&self.ctx.app.config.transcript_dir).await {
-                self.ctx.app.stats.error(crate::stats::ErrorKind::Storage);
+                self.ctx.app.stats.error(ErrorKind::Storage);
                 warn!(error = format!("{e:#}"), "could not write the transcript");
             }
         }
+    }
+
+    /// A `session.update` with this call's settings; counted until `session.updated` answers.
+    pub(super) fn session_update(&mut self) -> String {
+        self.pending_updates += 1;
+        let session = self.ctx.app.config.session_for(&self.settings);
+        ClientEvent::SessionUpdate {
+            session: Box::new(session),
+        }
+        .to_json()
+    }
+
+    /// After a reconnect: forget the old session's in-flight state and return the events that
+    /// give the new session the conversation so far (one system message with the transcript).
+    pub(super) fn resume(&mut self) -> Vec<String> {
+        self.muted_item = None;
+        self.ending = None;
+        self.speech_stopped_at = None;
+        let Some(t) = &self.transcript else {
+            return Vec::new();
+        };
+        if t.turns.is_empty() {
+            return Vec::new();
+        }
+        let history: String = t
+            .turns
+            .iter()
+            .map(|turn| format!("{}: {}\n", turn.role.label(), turn.text))
+            .collect();
+        let text = format!(
+            "The call's connection to you was interrupted and has been restored. Continue the conversation naturally without mentioning it. The conversation so far:\n{history}"
+        );
+        vec![ClientEvent::ConversationItemCreate {
+            item: Item::Message {
+                role: "system".into(),
+                content: vec![ContentPart::InputText { text }],
+            },
+        }
+        .to_json()]
+    }
+
+    /// Close Twilio's socket: Twilio then runs the TwiML after `<Connect>`.
+    pub(super) async fn close_twilio(&mut self) {
+        let _ = self.twilio_tx.close().await;
     }
 
     pub(super) async fn upstream(&self, json: String) {
@@ -379,34 +414,38 @@ impl Outbound {
     }
 }
 
-/// Run the OpenAI → Twilio side until upstream ends, Twilio's socket fails, the assistant hangs
-/// up, or `ctx` is cancelled. Closes Twilio's socket on exit (Twilio then runs the TwiML after
-/// `<Connect>`).
+/// Run the OpenAI → Twilio side for one upstream session: until the call ends (Twilio's socket
+/// fails, the assistant hangs up, or the call is cancelled) or the upstream session fails (then
+/// only `session` is cancelled and `upstream_failure` says why, so the supervisor can reconnect).
 pub(super) async fn run(
     mut out: Outbound,
     mut upstream_rx: SplitStream<UpstreamSocket>,
     mut from_inbound: mpsc::Receiver<ToOutbound>,
-) -> Outbound {
+    session: CancellationToken,
+) -> (Outbound, mpsc::Receiver<ToOutbound>) {
     let ctx = out.ctx.clone();
-    let reason = loop {
+    let upstream_failure = loop {
         if out.ending.as_ref().is_some_and(|e| e.ready(&out.playback)) {
             out.hang_up().await;
-            break Some(EndReason::AssistantHungUp);
+            ctx.end(EndReason::AssistantHungUp);
+            break None;
         }
         let deadline = out.ending.as_ref().map(Ending::deadline);
         tokio::select! {
-            _ = ctx.cancel().cancelled() => break None,
+            _ = session.cancelled() => break None,
             _ = sleep_until_opt(deadline) => {
                 warn!("the goodbye did not finish playing in time; hanging up now");
                 out.hang_up().await;
-                break Some(EndReason::AssistantHungUp);
+                ctx.end(EndReason::AssistantHungUp);
+                break None;
             }
             Some(msg) = from_inbound.recv() => out.on_inbound(msg).await,
             frame = upstream_rx.next() => match frame {
                 Some(Ok(tungstenite::Message::Text(text))) => {
                     if let Err(e) = out.on_event(text.as_str()).await {
                         debug!(error = %e, "Twilio socket failed while sending");
-                        break Some(EndReason::TwilioDisconnected);
+                        ctx.end(EndReason::TwilioDisconnected);
+                        break None;
                     }
                 }
                 Some(Ok(tungstenite::Message::Close(frame))) => {
@@ -415,12 +454,12 @@ pub(super) async fn run(
                 }
                 Some(Ok(tungstenite::Message::Binary(_))) => {
                     out.ignored += 1;
-                    ctx.app.stats.error(crate::stats::ErrorKind::UpstreamEvent);
+                    ctx.app.stats.error(ErrorKind::UpstreamEvent);
                     warn!("ignored a binary frame from the Realtime API");
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    ctx.app.stats.error(crate::stats::ErrorKind::UpstreamSocket);
+                    ctx.app.stats.error(ErrorKind::UpstreamSocket);
                     warn!(error = %e, "the Realtime API socket failed");
                     break Some(EndReason::UpstreamError);
                 }
@@ -428,11 +467,11 @@ pub(super) async fn run(
             },
         }
     };
-    if let Some(reason) = reason {
-        ctx.end(reason);
+    if upstream_failure.is_some() {
+        out.upstream_failure = upstream_failure;
+        session.cancel();
     }
-    super::close_within_a_second(out.twilio_tx.close()).await;
-    out
+    (out, from_inbound)
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

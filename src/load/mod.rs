@@ -9,7 +9,8 @@
 //! pacing workers with one timer each (`worker`), one light reader task per call that decodes
 //! only the 32 base64 characters of the tag, samples kept as `u32` µs.
 //!
-//! - `run`: one load run ([`run`]) and its CPU/memory window.
+//! - `run`: one load run ([`run`]).
+//! - `window`: the steady-state window: CPU per call-second, memory per call.
 //! - `worker`: pacing: 2 ms slots, late-tick counting, drain and hang-up.
 //! - `conn`: connecting and the typed frames a call sends.
 //! - `reader`: what comes back: tags, marks, `clear`.
@@ -25,6 +26,7 @@ mod run;
 pub mod stats;
 pub mod tag;
 pub mod usage;
+mod window;
 mod worker;
 
 #[cfg(test)]
@@ -59,9 +61,15 @@ pub struct LoadArgs {
     /// The relay's process id: report its CPU per call-second and memory per call (Linux `/proc`).
     #[arg(long)]
     pub pid: Option<u32>,
+    /// The stand-in's process id: report its CPU per call-second too (it shares the machine).
+    #[arg(long)]
+    pub stand_in_pid: Option<u32>,
     /// Pacing workers (one 2 ms timer each, calls dealt round-robin).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Threads of the generator's runtime (1: a current-thread runtime, the cheapest).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -82,14 +90,19 @@ pub struct LoadOptions {
     pub warmup: f64,
     /// Relay process to sample from `/proc`.
     pub pid: Option<u32>,
+    /// Stand-in process to sample from `/proc` (CPU only).
+    pub stand_in_pid: Option<u32>,
     /// Pacing workers, ≥ 1.
     pub workers: usize,
+    /// Generator runtime threads, ≥ 1.
+    pub threads: usize,
     /// After a call's last frame, how long its echoes may take before the rest count as lost.
     pub drain: Duration,
 }
 
 impl LoadOptions {
-    /// `calls` calls of `seconds` s to `url`: no ramp, no warm-up, no `--pid`, 4 workers, 2 s drain.
+    /// `calls` calls of `seconds` s to `url`: no ramp, no warm-up, no `--pid`, 2 workers on 1
+    /// thread, 2 s drain.
     pub fn new(url: impl Into<String>, calls: u32, seconds: f64) -> Self {
         LoadOptions {
             url: url.into(),
@@ -98,7 +111,9 @@ impl LoadOptions {
             ramp: 0.0,
             warmup: 0.0,
             pid: None,
-            workers: 4,
+            stand_in_pid: None,
+            workers: 2,
+            threads: 1,
             drain: Duration::from_secs(2),
         }
     }
@@ -106,6 +121,7 @@ impl LoadOptions {
     fn validate(&self) -> anyhow::Result<()> {
         ensure!(self.calls >= 1, "--calls must be at least 1");
         ensure!(self.workers >= 1, "--workers must be at least 1");
+        ensure!(self.threads >= 1, "--threads must be at least 1");
         ensure!(
             self.seconds.is_finite() && self.seconds > 0.0,
             "--seconds must be a positive number"
@@ -130,7 +146,9 @@ impl From<LoadArgs> for LoadOptions {
             ramp: args.ramp,
             warmup: args.warmup,
             pid: args.pid,
+            stand_in_pid: args.stand_in_pid,
             workers: args.workers,
+            threads: args.threads,
             ..LoadOptions::new(args.url, args.calls, args.seconds)
         }
     }

@@ -26,6 +26,8 @@ pub struct LoadReport {
     pub ramp_seconds: f64,
     /// Pacing workers (each one timer for its slice of calls).
     pub workers: usize,
+    /// Threads of the generator's runtime.
+    pub threads: usize,
     /// `media` frames sent (160 bytes = 20 ms each), warm-up included.
     pub frames_sent: u64,
     /// Distinct frames whose echo came back as Twilio `media`.
@@ -80,6 +82,8 @@ pub struct Window {
     pub call_seconds: f64,
     /// The load generator's own CPU per call-second, ms.
     pub generator_cpu_ms_per_call_second: f64,
+    /// The stand-in's CPU per call-second, ms (`--stand-in-pid`).
+    pub stand_in_cpu_ms_per_call_second: Option<f64>,
     /// Share of all CPUs busy over the window (relay, stand-in, generator and the rest), %.
     pub machine_busy_percent: f64,
 }
@@ -108,12 +112,13 @@ impl LoadReport {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "load       {} calls × {} s (+{} s warm-up, {} s ramp, {} workers) → {}",
+            "load       {} calls × {} s (+{} s warm-up, {} s ramp; {} workers on {} threads) → {}",
             self.calls_requested,
             self.seconds,
             self.warmup_seconds,
             self.ramp_seconds,
             self.workers,
+            self.threads,
             self.url
         );
         let _ = writeln!(
@@ -161,6 +166,9 @@ impl LoadReport {
                 w.machine_busy_percent,
                 w.generator_cpu_ms_per_call_second
             );
+            if let Some(cpu) = w.stand_in_cpu_ms_per_call_second {
+                let _ = writeln!(t, "stand-in   CPU {cpu:.3} ms per call-second");
+            }
         }
         if let Some(u) = &self.relay {
             let _ = writeln!(

@@ -1,7 +1,7 @@
 //! One load run: start the pacing workers, open the calls over the ramp, sample CPU and memory over
 //! the steady-state window, then gather every worker's and reader's counts into a [`LoadReport`].
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,33 +13,60 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::{self, Conn};
 use super::reader::{self, ReaderCtx, ReaderStats};
-use super::report::{LoadReport, RelayUsage, Window};
+use super::report::LoadReport;
 use super::stats::RttSummary;
 use super::tag::Codec;
-use super::usage::{self, cpu_ms_per_call_second, round3, MachineSample, ProcSample};
+use super::usage::{self, round3};
+use super::window::{sample_window, summarize_window};
 use super::worker::{self, Plan, WorkerStats, LATE_AFTER};
 use super::LoadOptions;
 
 /// After the last call hung up, how long the relay gets to close the sockets before readers stop.
 const READER_GRACE: Duration = Duration::from_secs(5);
-/// The window starts this long after the last call's warm-up should have ended (connect time).
-const WINDOW_MARGIN: Duration = Duration::from_millis(500);
-/// Shorter windows give CPU figures too coarse (10 ms ticks) to report.
-const MIN_WINDOW: Duration = Duration::from_secs(1);
 /// Distinct connection errors kept for the report.
 const MAX_ERRORS: usize = 5;
 
 /// Runs the load described by `opts` and reports what it measured. Prints nothing.
 ///
+/// The generator runs on its own runtime in its own thread, with `opts.threads` threads (1: a
+/// current-thread runtime): the caller's runtime does not set its cost, and one thread avoids the
+/// cross-thread wake-ups a multi-thread runtime pays for every frame.
+///
 /// # Errors
-/// Invalid options, an unreadable `/proc/PID` for `--pid` at the start, or a panicked worker.
-/// Calls that fail to connect are counted in the report, not errors.
+/// Invalid options, an unreadable `/proc/PID` for `--pid` at the start, a runtime that cannot be
+/// started, or a panicked worker. Calls that fail to connect are counted in the report, not errors.
 pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
     opts.validate()?;
+    let (done, result) = tokio::sync::oneshot::channel();
+    let threads = opts.threads;
+    std::thread::Builder::new()
+        .name("load-generator".into())
+        .spawn(move || {
+            let mut builder = if threads == 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+            };
+            if threads > 1 {
+                builder.worker_threads(threads);
+            }
+            let report = match builder.enable_all().build() {
+                Ok(runtime) => runtime.block_on(generate(opts)),
+                Err(e) => Err(e).context("starting the generator's runtime"),
+            };
+            let _ = done.send(report);
+        })
+        .context("starting the generator thread")?;
+    result.await.context("the generator thread panicked")?
+}
+
+/// [`run`], on the current runtime.
+async fn generate(opts: LoadOptions) -> anyhow::Result<LoadReport> {
     let hz = usage::clock_ticks_per_second();
-    let pid = opts.pid.map(|p| p.to_string());
-    let idle = match &pid {
-        Some(pid) => Some(usage::sample_process(pid).context("reading the relay's /proc (--pid)")?),
+    let idle = match opts.pid {
+        Some(pid) => Some(
+            usage::sample_process(&pid.to_string()).context("reading the relay's /proc (--pid)")?,
+        ),
         None => None,
     };
     let frames = frames_in(opts.warmup + opts.seconds);
@@ -66,7 +93,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
             rx,
         )));
     }
-    let sampler = tokio::spawn(sample_window(opts.clone(), origin, pid.clone(), active));
+    let sampler = tokio::spawn(sample_window(opts.clone(), origin, active));
 
     let stop_readers = CancellationToken::new();
     let ramp = Duration::from_secs_f64(opts.ramp);
@@ -99,6 +126,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
         warmup_seconds: opts.warmup,
         ramp_seconds: opts.ramp,
         workers: opts.workers,
+        threads: opts.threads,
         ..LoadReport::default()
     };
     let mut errors: Vec<(String, u32)> = Vec::new();
@@ -207,105 +235,4 @@ fn add_reader(report: &mut LoadReport, r: &ReaderStats) {
     report.clears += r.clears;
     report.unexpected_messages += r.unexpected;
     report.calls_dropped += u32::from(r.dropped);
-}
-
-/// Readings at one edge of the measured window.
-struct Edge {
-    at: Instant,
-    calls: usize,
-    relay: Option<ProcSample>,
-    me: ProcSample,
-    machine: MachineSample,
-}
-
-impl Edge {
-    fn take(pid: Option<&str>, active: &AtomicUsize) -> Result<Edge, String> {
-        let relay = match pid {
-            Some(pid) => {
-                Some(usage::sample_process(pid).map_err(|e| format!("relay not sampled: {e:#}"))?)
-            }
-            None => None,
-        };
-        Ok(Edge {
-            at: Instant::now(),
-            calls: active.load(Ordering::Acquire),
-            relay,
-            me: usage::sample_process("self").map_err(|e| format!("{e:#}"))?,
-            machine: usage::sample_machine().map_err(|e| format!("{e:#}"))?,
-        })
-    }
-}
-
-/// Samples at the window's two edges: from the end of the last call's warm-up (plus a margin for
-/// connecting) to the end of the first call's measured seconds. `Err` says why there is no window.
-async fn sample_window(
-    opts: LoadOptions,
-    origin: Instant,
-    pid: Option<String>,
-    active: Arc<AtomicUsize>,
-) -> Result<(Edge, Edge), String> {
-    let secs = Duration::from_secs_f64;
-    let start = origin + secs(opts.ramp + opts.warmup) + WINDOW_MARGIN;
-    let end = origin + secs(opts.warmup + opts.seconds);
-    if end < start + MIN_WINDOW {
-        return Err(format!(
-            "no CPU/memory window: --seconds must exceed --ramp + {:.1} s",
-            (WINDOW_MARGIN + MIN_WINDOW).as_secs_f64()
-        ));
-    }
-    tokio::time::sleep_until(start).await;
-    let first = Edge::take(pid.as_deref(), &active)?;
-    tokio::time::sleep_until(end).await;
-    let last = Edge::take(pid.as_deref(), &active)?;
-    Ok((first, last))
-}
-
-fn summarize_window(
-    report: &mut LoadReport,
-    idle: Option<(u32, ProcSample)>,
-    start: &Edge,
-    end: &Edge,
-    hz: u64,
-) {
-    let seconds = (end.at - start.at).as_secs_f64();
-    let call_seconds = seconds * (start.calls + end.calls) as f64 / 2.0;
-    let machine_total = end
-        .machine
-        .total_ticks
-        .saturating_sub(start.machine.total_ticks);
-    let machine_busy = end
-        .machine
-        .busy_ticks
-        .saturating_sub(start.machine.busy_ticks);
-    report.window = Some(Window {
-        seconds: round3(seconds),
-        calls_at_start: start.calls,
-        calls_at_end: end.calls,
-        call_seconds: round3(call_seconds),
-        generator_cpu_ms_per_call_second: cpu_ms_per_call_second(
-            end.me.cpu_ticks.saturating_sub(start.me.cpu_ticks),
-            hz,
-            call_seconds,
-        ),
-        machine_busy_percent: round3(100.0 * machine_busy as f64 / machine_total.max(1) as f64),
-    });
-    if start.calls as u32 != report.calls_requested || end.calls != start.calls {
-        report.notes.push(format!(
-            "{} of {} calls were sending at the window's start and {} at its end",
-            start.calls, report.calls_requested, end.calls
-        ));
-    }
-    if let (Some((pid, idle)), Some(first), Some(last)) = (idle, start.relay, end.relay) {
-        let ticks = last.cpu_ticks.saturating_sub(first.cpu_ticks);
-        let above_idle = last.rss_kib as f64 - idle.rss_kib as f64;
-        report.relay = Some(RelayUsage {
-            pid,
-            cpu_seconds: round3(ticks as f64 / hz as f64),
-            cpu_ms_per_call_second: cpu_ms_per_call_second(ticks, hz, call_seconds),
-            idle_rss_kib: idle.rss_kib,
-            rss_kib: last.rss_kib,
-            peak_rss_kib: last.hwm_kib,
-            memory_kib_per_call: (above_idle / end.calls.max(1) as f64 * 10.0).round() / 10.0,
-        });
-    }
 }

@@ -39,7 +39,12 @@ const TRACK_BUFFER_FRAMES: usize = 500;
 const LINES_CAPACITY: usize = 256;
 
 /// `GET /transcription-stream`: upgrade and run [`run_fork`], tracked so shutdown waits for it.
+/// While the server drains or at `MAX_CONCURRENT_CALLS` the upgrade is refused with 503: Twilio
+/// then drops the fork, and the call itself (`<Dial>`) goes on untranscribed.
 pub async fn transcription_stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    if let Some(refusal) = crate::routes::refuse_new_call(&state) {
+        return refusal;
+    }
     let calls = state.calls.clone();
     ws.max_message_size(MAX_TWILIO_MESSAGE_BYTES)
         .max_frame_size(MAX_TWILIO_MESSAGE_BYTES)

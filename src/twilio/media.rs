@@ -102,8 +102,34 @@ pub enum TwilioEvent<'a> {
 pub struct FrameProbe<'a> {
     #[serde(borrow)]
     pub event: Cow<'a, str>,
+    #[serde(rename = "streamSid", default, borrow, deserialize_with = "borrowed")]
+    pub stream_sid: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub media: Option<MediaIn<'a>>,
+}
+
+/// `Option<Cow<str>>` that borrows from the input (serde only borrows bare `Cow` fields).
+fn borrowed<'de, D>(d: D) -> Result<Option<Cow<'de, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed>::deserialize(d)?.map(|b| b.0))
+}
+
+/// Whether `s` is standard padded base64 (what Twilio sends), checked without decoding.
+pub fn is_base64(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    if bytes.len() % 4 != 0 {
+        return false;
+    }
+    let body = bytes
+        .strip_suffix(b"==")
+        .or_else(|| bytes.strip_suffix(b"="))
+        .unwrap_or(bytes);
+    body.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 /// The `start` object: once per stream, so owned.
@@ -396,6 +422,17 @@ mod tests {
             TwilioCommand::clear("MZ1").to_json(),
             r#"{"event":"clear","streamSid":"MZ1"}"#
         );
+    }
+
+    #[test]
+    fn base64_is_checked_without_decoding() {
+        assert!(is_base64("//8="));
+        assert!(is_base64("AAAA"));
+        assert!(is_base64(""));
+        assert!(!is_base64("AAA"));
+        assert!(!is_base64("AA=A"));
+        assert!(!is_base64("AA\"\"A"));
+        assert!(!is_base64("A==="));
     }
 
     #[test]

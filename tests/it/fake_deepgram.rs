@@ -5,8 +5,9 @@
 //! receives (20 ms windows, RMS > 800): an interim `Results` (`is_final: false`) when speech starts
 //! and every 500 ms of it, a final `Results` (`is_final`, `speech_final`) with the placeholder
 //! `[deepgram speech X.XX s]` after 500 ms of quiet. `CloseStream` flushes and closes. Records
-//! every connection (refused ones too).
+//! every connection (refused ones too). Optionally drops one connection after its first final.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
@@ -40,6 +41,8 @@ pub struct DgConn {
     pub close_stream: bool,
     pub interims_sent: usize,
     pub finals_sent: usize,
+    /// Dropped by `drop_once` right after its first final.
+    pub dropped: bool,
     /// Text frames that are not a known control message.
     pub unknown_text: Vec<String>,
 }
@@ -54,11 +57,18 @@ pub struct FakeDeepgram {
 impl FakeDeepgram {
     /// Serve on 127.0.0.1:0, accepting only `Token {key}`.
     pub async fn spawn(key: &str) -> FakeDeepgram {
+        Self::spawn_with(key, false).await
+    }
+
+    /// Like [`FakeDeepgram::spawn`]; with `drop_once`, the first connection to send a final
+    /// then drops without a close handshake (a mid-call failure), once per stand-in.
+    pub async fn spawn_with(key: &str, drop_once: bool) -> FakeDeepgram {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let conns = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
         let (token, recorded, expected) = (stop.clone(), conns.clone(), format!("Token {key}"));
+        let drop_once = Arc::new(AtomicBool::new(drop_once));
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -66,12 +76,14 @@ impl FakeDeepgram {
                     accepted = listener.accept() => accepted,
                 };
                 let Ok((tcp, _)) = accepted else { continue };
-                tokio::spawn(serve(
+                let conn = serve(
                     tcp,
                     recorded.clone(),
                     expected.clone(),
+                    drop_once.clone(),
                     token.clone(),
-                ));
+                );
+                tokio::spawn(conn);
             }
         });
         FakeDeepgram {
@@ -105,6 +117,7 @@ async fn serve(
     tcp: TcpStream,
     conns: Arc<Mutex<Vec<DgConn>>>,
     expected: String,
+    drop_once: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
     let mut log = DgConn::default();
@@ -187,6 +200,10 @@ async fn serve(
                 .is_err()
             {
                 return;
+            }
+            if is_final && drop_once.swap(false, Ordering::SeqCst) {
+                update(&mut |c| c.dropped = true);
+                return; // the TCP stream is dropped without a close frame
             }
         }
     }

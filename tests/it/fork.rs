@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::http::Request;
 use serde_json::Value;
 use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::Message;
 use twilio_realtime_relay::config::Config;
 use twilio_realtime_relay::events::CallEvent;
 use twilio_realtime_relay::fake_openai::FakeOptions;
@@ -262,6 +263,68 @@ async fn deepgram_streams_each_track_on_its_own_connection() {
         assert!(conn.unknown_text.is_empty(), "{:?}", conn.unknown_text);
     }
     assert_eq!(app.state.stats.errors(), 0);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dropped_backend_connection_is_reopened_once_and_earlier_finals_are_kept() {
+    let deepgram = FakeDeepgram::spawn_with("dg-test-key", true).await;
+    let mut config = Config::default();
+    config.transcribe.transcribe_backend = Backend::Deepgram;
+    config.transcribe.deepgram_api_key = Some("dg-test-key".into());
+    config.transcribe.deepgram_url = deepgram.url();
+    let app = spawn_app(config).await;
+    let (report, events) = fork_call(&app, fork_options(&app, "CAforkreconnect")).await;
+    let t = check_fork(&app, &report, &events);
+    let speakers: Vec<Role> = finals(&events).iter().map(|(s, _)| *s).collect();
+    assert_eq!(speakers, [Role::Caller, Role::Agent], "no gap: {t:#}");
+
+    let conns = deepgram.connections();
+    assert_eq!(conns.len(), 3, "one track reconnected once: {conns:?}");
+    assert_eq!(conns.iter().filter(|c| c.dropped).count(), 1);
+    assert_eq!(conns.iter().filter(|c| c.close_stream).count(), 2);
+    let received: usize = conns.iter().map(|c| c.bytes).sum();
+    let sent = report.sent_audio.len() + report.sent_agent_audio.len();
+    assert!(
+        received <= sent && received + 8 * 1000 > sent,
+        "little audio lost in the switch"
+    );
+    assert_eq!(app.state.stats.errors(), 1, "the drop is counted");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_twilio_input_on_a_fork_is_counted_but_never_ends_it() {
+    let (app, _fake) = spawn_with_fake(FakeOptions::default(), |_| {}).await;
+    let mut opts = fork_options(&app, "CAforkhostile");
+    opts.fork = Some(ForkTracks::Inbound);
+    opts.agent_clips.clear();
+    let media = |track: &str, payload: &str| {
+        serde_json::json!({"event": "media", "streamSid": "MZx", "media": {"track": track, "payload": payload}}).to_string()
+    };
+    opts.inject_after_start = vec![
+        Message::text("not json"),
+        Message::binary(vec![1u8, 2, 3]),
+        Message::text(r#"{"event":"party"}"#),
+        Message::text(r#"{"event":"mark","streamSid":"MZx","mark":{"name":"m"}}"#),
+        Message::text(media("sideways", "//8=")),
+        Message::text(media("inbound", "***")),
+    ];
+    let (report, events) = fork_call(&app, opts).await;
+    assert!(
+        report.unexpected_messages.is_empty(),
+        "{:?}",
+        report.unexpected_messages
+    );
+    assert!(!report.closed_by_server);
+    assert!(report.sent_agent_audio.is_empty(), "inbound track only");
+    let speakers: Vec<Role> = finals(&events).iter().map(|(s, _)| *s).collect();
+    assert_eq!(speakers, [Role::Caller]);
+    assert_eq!(
+        app.transcript(&report.call_sid)["end_reason"],
+        "caller_hung_up"
+    );
+    assert_eq!(app.state.stats.errors(), 6, "each bad message counted");
     app.shutdown().await;
 }
 
