@@ -9,6 +9,7 @@ mod fake_whisper;
 mod fork;
 mod hostile;
 mod http;
+mod reconnect;
 mod signatures;
 mod support;
 mod twilio_rest;

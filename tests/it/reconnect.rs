@@ -1,0 +1,130 @@
+//! The Realtime API dropping mid-call: one reconnect with the conversation so far, or the
+//! fallback when that fails too.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+use twilio_realtime_relay::config::Config;
+use twilio_realtime_relay::sim;
+
+use crate::support::{call_options, clip, spawn_app};
+
+/// What a scripted upstream saw, per connection.
+#[derive(Default)]
+struct Seen {
+    connections: Vec<Vec<Value>>,
+}
+
+/// A Realtime stand-in that answers its first connection with one caller transcript and then
+/// drops the socket; later connections (while `accept_more`) acknowledge `session.update` and
+/// record what they get.
+async fn flaky_upstream(accept_more: bool) -> (String, Arc<Mutex<Seen>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/v1/realtime", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((tcp, _)) = listener.accept().await {
+            n += 1;
+            if n > 1 && !accept_more {
+                return; // the listener is dropped: the reconnect is refused
+            }
+            let index = {
+                let mut s = seen2.lock().unwrap();
+                s.connections.push(Vec::new());
+                s.connections.len() - 1
+            };
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                let mut appends = 0;
+                while let Some(Ok(Message::Text(text))) = ws.next().await {
+                    let event: Value = serde_json::from_str(text.as_str()).unwrap();
+                    let kind = event["type"].as_str().unwrap_or("").to_string();
+                    seen.lock().unwrap().connections[index].push(event);
+                    if kind == "session.update" {
+                        let ack = json!({"type": "session.updated", "session": {"type": "realtime"}});
+                        ws.send(Message::text(ack.to_string())).await.unwrap();
+                    }
+                    if kind == "input_audio_buffer.append" {
+                        appends += 1;
+                        if index == 0 && appends == 25 {
+                            for e in [
+                                json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "item_a"}),
+                                json!({"type": "conversation.item.input_audio_transcription.completed", "item_id": "item_a", "content_index": 0, "transcript": "I need a table for two"}),
+                            ] {
+                                ws.send(Message::text(e.to_string())).await.unwrap();
+                            }
+                        }
+                        if index == 0 && appends == 50 {
+                            return; // drop the socket without a close frame
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_dropped_upstream_is_reconnected_once_with_the_conversation_so_far() {
+    let (url, seen) = flaky_upstream(true).await;
+    let app = spawn_app(Config {
+        openai_api_key: Some("sk-test".into()),
+        openai_realtime_url: url,
+        ..Config::default()
+    })
+    .await;
+    let mut opts = call_options(&app, vec![clip("caller-hello.wav")]);
+    opts.reply_timeout_ms = 500; // the scripted upstream never replies
+    let report = sim::run(opts).await.unwrap();
+    app.calls_finished().await;
+
+    assert!(!report.closed_by_server, "the caller never noticed");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.connections.len(), 2);
+    let second = &seen.connections[1];
+    assert_eq!(second[0]["type"], "session.update");
+    assert_eq!(second[1]["type"], "conversation.item.create");
+    assert_eq!(second[1]["item"]["role"], "system");
+    let seed = second[1]["item"]["content"][0]["text"].as_str().unwrap();
+    assert!(seed.contains("Caller: I need a table for two"), "{seed}");
+    assert!(second.iter().skip(2).any(|e| e["type"] == "input_audio_buffer.append"), "audio flows again");
+
+    let t = app.transcript(&report.call_sid);
+    assert_eq!(t["end_reason"], "caller_hung_up");
+    assert_eq!(t["upstream_reconnects"], 1);
+    assert_eq!(t["turns"][0]["text"], "I need a table for two");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn when_the_reconnect_fails_too_the_stream_closes_so_twilio_plays_the_fallback() {
+    let (url, seen) = flaky_upstream(false).await;
+    let app = spawn_app(Config {
+        openai_api_key: Some("sk-test".into()),
+        openai_realtime_url: url,
+        openai_connect_timeout_ms: 2000,
+        ..Config::default()
+    })
+    .await;
+    let mut opts = call_options(&app, vec![clip("caller-hello.wav")]);
+    opts.reply_timeout_ms = 500;
+    let report = tokio::time::timeout(Duration::from_secs(20), sim::run(opts))
+        .await
+        .expect("the call ends")
+        .unwrap();
+    app.calls_finished().await;
+    assert!(report.closed_by_server);
+    assert_eq!(seen.lock().unwrap().connections.len(), 1);
+    let t = app.transcript(&report.call_sid);
+    assert_eq!(t["end_reason"], "upstream_error");
+    assert_eq!(t["turns"][0]["text"], "I need a table for two", "nothing already heard is lost");
+    app.shutdown().await;
+}
