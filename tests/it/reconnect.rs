@@ -87,9 +87,9 @@ async fn a_dropped_upstream_is_reconnected_once_with_the_conversation_so_far() {
     app.calls_finished().await;
 
     assert!(!report.closed_by_server, "the caller never noticed");
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.connections.len(), 2);
-    let second = &seen.connections[1];
+    let connections = std::mem::take(&mut seen.lock().unwrap().connections);
+    assert_eq!(connections.len(), 2);
+    let second = &connections[1];
     assert_eq!(second[0]["type"], "session.update");
     assert_eq!(second[1]["type"], "conversation.item.create");
     assert_eq!(second[1]["item"]["role"], "system");
