@@ -4,13 +4,14 @@
 //! Follows `PROTOCOLS.md` § "OpenAI Realtime API — GA only": `Authorization: Bearer KEY` only, no
 //! `OpenAI-Beta` header (the GA server rejects beta-shaped sessions).
 
-use std::sync::Once;
+use std::sync::{Arc, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tracing::{debug, warn};
 
 use crate::config::Config;
 
@@ -41,6 +42,31 @@ fn ensure_crypto_provider() {
     });
 }
 
+/// The TLS settings for `wss://`: the platform's roots (and `SSL_CERT_FILE`/`SSL_CERT_DIR`),
+/// read once per process rather than on every call, which would cost milliseconds of CPU each.
+fn tls_connector() -> Connector {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        ensure_crypto_provider();
+        let mut roots = rustls::RootCertStore::empty();
+        let loaded = rustls_native_certs::load_native_certs();
+        for error in &loaded.errors {
+            warn!(%error, "could not read a platform root certificate");
+        }
+        let (added, ignored) = roots.add_parsable_certificates(loaded.certs);
+        if added == 0 {
+            warn!("no root certificates found: wss:// upstreams will fail (install ca-certificates or set SSL_CERT_FILE)");
+        }
+        debug!(added, ignored, "loaded root certificates");
+        Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    });
+    Connector::Rustls(config.clone())
+}
+
 /// Open the Realtime socket for `config` within `OPENAI_CONNECT_TIMEOUT_MS`.
 /// Returns the socket and how long the handshake took.
 pub async fn connect(config: &Config) -> Result<(UpstreamSocket, Duration), UpstreamError> {
@@ -60,7 +86,12 @@ pub async fn connect(config: &Config) -> Result<(UpstreamSocket, Duration), Upst
 
     let started = Instant::now();
     let timeout = Duration::from_millis(config.openai_connect_timeout_ms);
-    let handshake = tokio_tungstenite::connect_async_tls_with_config(request, None, true, None);
+    let connector = request
+        .uri()
+        .scheme_str()
+        .is_some_and(|s| s == "wss")
+        .then(tls_connector);
+    let handshake = tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector);
     match tokio::time::timeout(timeout, handshake).await {
         Err(_) => Err(UpstreamError::Timeout(config.openai_connect_timeout_ms)),
         Ok(Ok((socket, _response))) => Ok((socket, started.elapsed())),

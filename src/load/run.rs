@@ -179,7 +179,7 @@ async fn generate(opts: LoadOptions) -> anyhow::Result<LoadReport> {
     }
     if report.late_ticks > 0 {
         report.notes.push(format!(
-            "{} pacing ticks fired more than {} ms late: the generator was short of CPU, so round trips include its own delay",
+            "{} pacing ticks fired more than {} ms late: the generator was starved of CPU (it, or the machine, was overloaded), so round trips include its own delay",
             report.late_ticks,
             LATE_AFTER.as_millis()
         ));

@@ -146,6 +146,9 @@ async fn service(plan: &Plan, mut conn: Conn, stats: &mut WorkerStats) -> Option
         return None;
     } else {
         let marks = conn.shared.take_marks(false);
+        if marks.is_empty() {
+            return Some(conn);
+        }
         stats.marks_echoed += marks.len() as u64;
         tokio::time::timeout(SEND_TIMEOUT, conn.send_frame(marks, None)).await
     };
