@@ -130,6 +130,8 @@ pub struct Health {
     pub connections: Connections,
     pub errors: u64,
     pub openai_configured: bool,
+    /// Twilio REST credentials are set (outbound calls, hang-up, numbers).
+    pub twilio_configured: bool,
 }
 
 /// Calls in progress and since start.
@@ -165,6 +167,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
         },
         errors: stats.errors(),
         openai_configured: state.config.openai_configured(),
+        twilio_configured: state.twilio.is_some(),
     })
 }
 

@@ -153,6 +153,9 @@ async fn placing_a_call_sends_a_stream_twiml_with_a_call_reference_and_a_status_
         .find(|n| n.attribute("name") == Some("CallRef"));
     assert!(call_ref.is_some_and(|n| n.attribute("value").is_some_and(|v| !v.is_empty())));
 
+    let (_, health) = json_of(&app, Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(health["twilio_configured"], true);
+
     let (_, list) = json_of(&app, api("GET", "/api/calls?limit=10", None)).await;
     let calls = list["calls"].as_array().unwrap();
     assert_eq!(calls.len(), 1);

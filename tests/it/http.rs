@@ -128,6 +128,7 @@ async fn health_reports_status_counters_and_whether_openai_is_configured() {
         assert_eq!(health["connections"]["total"], 0);
         assert_eq!(health["errors"], 0);
         assert_eq!(health["openai_configured"], configured);
+        assert_eq!(health["twilio_configured"], false);
         app.shutdown().await;
     }
 }
