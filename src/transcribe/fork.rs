@@ -120,9 +120,6 @@ async fn supervise(mut socket: WebSocket, state: AppState, settings: Arc<Backend
     };
     // The closing handshake is the only frame a fork ever sends.
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.close()).await;
-    if reason == EndReason::ServerShutdown {
-        fork.cancel.cancel();
-    }
     // Ending the audio makes each track flush its backend and report its last lines.
     fork.tracks = [None, None];
     fork.lines_tx = None;

@@ -50,6 +50,7 @@ use crate::config::{Config, Secret};
 /// What a fork's backends need from the configuration, copied once per call.
 #[derive(Debug, Clone)]
 pub struct BackendSettings {
+    /// The backend choice and its endpoints, models and keys.
     pub transcribe: TranscribeConfig,
     /// `OPENAI_API_KEY`, for the `openai` and `whisper` backends.
     pub openai_api_key: Option<Secret>,

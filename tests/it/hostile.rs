@@ -277,22 +277,28 @@ async fn a_corpus_of_hostile_twilio_messages_is_counted_and_harms_neither_that_c
 async fn a_json_array_is_not_taken_for_a_twilio_event() {
     let (app, fake) = spawn_with_fake(FakeOptions::default(), |_| {}).await;
     let mut opts = quick_call(&app);
-    // `["stop"]` is not a Twilio message; neither is the three-element media "frame".
+    // Twilio sends JSON objects only: `["stop"]` is not a hang-up and the three-element array
+    // is not caller audio.
     let loud = BASE64.encode([0x00u8; 160]);
     opts.inject_after_start = vec![
-        Message::text(format!(r#"["media","MZ1",{{"payload":"{loud}"}}]"#)),
+        Message::text(format!(r#"["media",null,{{"payload":"{loud}"}}]"#)),
         Message::text(r#"["stop"]"#),
     ];
     let report = sim::run(opts).await.expect("call");
     app.calls_finished().await;
 
+    assert!(
+        !report.closed_by_server,
+        "a [\"stop\"] array ended the call: {}",
+        report.summary()
+    );
+    assert!(!report.heard.is_empty(), "the call went on to its answer");
+    assert_eq!(fake.connections()[0].appended_audio, report.sent_audio);
     assert_eq!(
         app.state.stats.errors(),
         2,
         "both arrays ignored and counted"
     );
-    assert!(!report.heard.is_empty(), "the call went on to its answer");
-    assert_eq!(fake.connections()[0].appended_audio, report.sent_audio);
     assert_eq!(
         app.transcript(&report.call_sid)["end_reason"],
         "caller_hung_up"

@@ -9,6 +9,7 @@ mod fake_whisper;
 mod fork;
 mod hostile;
 mod http;
+mod limits;
 mod reconnect;
 mod signatures;
 mod support;

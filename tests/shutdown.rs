@@ -1,0 +1,321 @@
+//! SIGTERM against the real binary: new calls are turned away while calls in progress get the
+//! grace period, then every call is ended cleanly, every transcript written, and the exit is 0.
+//!
+//! Each test runs `twilio-realtime-relay serve` on `127.0.0.1:0` (the address is read from its
+//! JSON log on stderr) against the Realtime stand-in, and drives it like Twilio would.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite;
+use twilio_realtime_relay::config::DEFAULT_FALLBACK;
+use twilio_realtime_relay::fake_openai::{FakeOpenAi, FakeOptions};
+use twilio_realtime_relay::sim::{self, CallOptions, CallReport};
+use twilio_realtime_relay::wav;
+
+/// The relay binary, running; killed if a test fails before it exits.
+struct Relay {
+    pid: u32,
+    addr: SocketAddr,
+    dir: TempDir,
+    /// JSON log lines from stderr, as they come.
+    lines: mpsc::UnboundedReceiver<Value>,
+    exit: Option<oneshot::Receiver<std::io::Result<ExitStatus>>>,
+    exited: Arc<AtomicBool>,
+}
+
+impl Relay {
+    /// Start `serve` with only the environment given here (plus PATH and HOME), bridging to `fake`.
+    async fn start(fake: &FakeOpenAi, grace_secs: u64) -> Relay {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_twilio-realtime-relay"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("OPENAI_API_KEY", "sk-test-key")
+            .env("OPENAI_REALTIME_URL", fake.url())
+            .env("TRANSCRIPT_DIR", dir.path())
+            .env("SHUTDOWN_GRACE_SECS", grace_secs.to_string())
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            // No `.env` from the developer's checkout.
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the relay binary starts");
+        let pid = child.id();
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (line_tx, mut lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                if line_tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let (exit_tx, exit) = oneshot::channel();
+        let exited = Arc::new(AtomicBool::new(false));
+        let flag = exited.clone();
+        std::thread::spawn(move || {
+            let status = child.wait();
+            flag.store(true, Ordering::SeqCst);
+            let _ = exit_tx.send(status);
+        });
+        let listening = next_line(&mut lines, Duration::from_secs(10), |l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("listening"))
+        })
+        .await;
+        let addr = listening["addr"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no addr in {listening}"));
+        Relay {
+            pid,
+            addr,
+            dir,
+            lines,
+            exit: Some(exit),
+            exited,
+        }
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Wait for the log line `pred` accepts.
+    async fn log(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        next_line(&mut self.lines, timeout, pred).await
+    }
+
+    /// The exit status, or `None` if the process is still running after `timeout`.
+    async fn exit_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let exit = self.exit.as_mut().expect("exit awaited once");
+        let status = tokio::time::timeout(timeout, exit).await.ok()?;
+        self.exit = None;
+        Some(status.expect("waiter thread").expect("wait"))
+    }
+
+    fn transcript(&self, call_sid: &str) -> Value {
+        let path: PathBuf = self.dir.path().join(format!("{call_sid}.json"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_slice(&bytes).expect("transcript JSON")
+    }
+
+    fn call(&self, clips: Vec<Vec<u8>>) -> CallOptions {
+        let mut opts = CallOptions::new(format!("ws://{}/media-stream", self.addr), clips);
+        opts.quiet_ms = 400;
+        opts.reply_timeout_ms = 8_000;
+        opts.max_call_ms = 40_000;
+        opts
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if !self.exited.load(Ordering::SeqCst) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status();
+        }
+    }
+}
+
+async fn next_line(
+    lines: &mut mpsc::UnboundedReceiver<Value>,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let found = tokio::time::timeout(timeout, async {
+        while let Some(line) = lines.recv().await {
+            if pred(&line) {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(line)) => line,
+        Ok(None) => panic!("the relay's stderr ended before the expected log line"),
+        Err(_) => panic!("no such log line within {timeout:?}"),
+    }
+}
+
+/// `POST path` with a form body over a fresh connection; returns the status and the body.
+async fn post_form(addr: SocketAddr, path: &str, form: &str) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    );
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut response))
+        .await
+        .expect("an answer within 5 s")
+        .expect("read");
+    let text = String::from_utf8(response).expect("utf-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    (status, body.to_string())
+}
+
+fn clip(name: &str) -> Vec<u8> {
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "assets", name]
+        .iter()
+        .collect();
+    wav::read_ulaw(&path).expect("bundled clip")
+}
+
+/// Wait until the stand-in has the call's session: the call is live end to end.
+async fn session_open(fake: &FakeOpenAi) {
+    assert!(
+        fake.wait_for(Duration::from_secs(10), |c| c
+            .first()
+            .is_some_and(|c| !c.client_events.is_empty()))
+            .await,
+        "the call reached OpenAI"
+    );
+}
+
+fn is_draining(line: &Value) -> bool {
+    line["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("shutting down"))
+}
+
+#[tokio::test]
+async fn sigterm_turns_new_calls_away_then_ends_live_calls_after_the_grace_period_and_exits_0() {
+    const GRACE: Duration = Duration::from_secs(2);
+    let fake = FakeOpenAi::spawn(FakeOptions::default())
+        .await
+        .expect("stand-in");
+    let mut relay = Relay::start(&fake, GRACE.as_secs()).await;
+    // Three turns of real speech: far longer than the grace period.
+    let clips = vec![
+        clip("caller-hello.wav"),
+        clip("caller-question.wav"),
+        clip("caller-hello.wav"),
+    ];
+    let call = tokio::spawn(sim::run(relay.call(clips)));
+    session_open(&fake).await;
+
+    let term = Instant::now();
+    relay.sigterm();
+    relay.log(Duration::from_secs(5), is_draining).await;
+
+    let (status, body) =
+        post_form(relay.addr, "/incoming-call", "CallSid=CAnew&From=%2B1555").await;
+    assert_eq!(status, 200);
+    let doc = roxmltree::Document::parse(&body).expect("TwiML");
+    let names: Vec<_> = doc
+        .root_element()
+        .children()
+        .filter(|n| n.is_element())
+        .map(|n| n.tag_name().name())
+        .collect();
+    assert_eq!(names, ["Say", "Hangup"], "{body}");
+    assert_eq!(
+        doc.root_element().first_element_child().unwrap().text(),
+        Some(DEFAULT_FALLBACK)
+    );
+    match tokio_tungstenite::connect_async(format!("ws://{}/media-stream", relay.addr)).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!(
+            "a new stream during shutdown was not refused: {:?}",
+            other.map(|r| r.1)
+        ),
+    }
+
+    let status = relay
+        .exit_within(GRACE + Duration::from_secs(5))
+        .await
+        .expect("the relay exits within the grace period + 5 s");
+    let took = term.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        took >= GRACE - Duration::from_millis(100),
+        "the live call got the grace period: {took:?}"
+    );
+
+    let report: CallReport = call.await.expect("call task").expect("call");
+    assert!(report.closed_by_server, "the server ended the live call");
+    let t = relay.transcript(&report.call_sid);
+    assert_eq!(t["end_reason"], "server_shutdown", "{t:#}");
+    assert!(t["ended_at"].is_string());
+    assert!(
+        fake.wait_for(Duration::from_secs(2), |c| c.iter().all(|c| c.closed))
+            .await,
+        "the OpenAI session was closed"
+    );
+}
+
+#[tokio::test]
+async fn a_call_that_ends_during_the_grace_period_lets_the_relay_exit_early() {
+    const GRACE: Duration = Duration::from_secs(20);
+    let fake = FakeOpenAi::spawn(FakeOptions::default())
+        .await
+        .expect("stand-in");
+    let mut relay = Relay::start(&fake, GRACE.as_secs()).await;
+    let tone: Vec<i16> = (0..400 * 8)
+        .map(|n| (8000.0 * (std::f64::consts::TAU * 440.0 * n as f64 / 8000.0).sin()) as i16)
+        .collect();
+    let call = tokio::spawn(sim::run(
+        relay.call(vec![twilio_realtime_relay::audio::encode(&tone)]),
+    ));
+    session_open(&fake).await;
+
+    let term = Instant::now();
+    relay.sigterm();
+    relay.log(Duration::from_secs(5), is_draining).await;
+    let report: CallReport = call.await.expect("call task").expect("call");
+    let status = relay
+        .exit_within(Duration::from_secs(5))
+        .await
+        .expect("the relay exits once its last call is over");
+    let took = term.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        took < GRACE / 2,
+        "exited {took:?} after SIGTERM, not at the end of the grace period"
+    );
+
+    assert!(
+        !report.closed_by_server,
+        "the call was not cut: {}",
+        report.summary()
+    );
+    assert!(
+        !report.heard.is_empty(),
+        "the caller still got the answer while draining"
+    );
+    let t = relay.transcript(&report.call_sid);
+    assert_eq!(t["end_reason"], "caller_hung_up", "{t:#}");
+}
