@@ -200,6 +200,16 @@ pub async fn run_server(config: Config) -> anyhow::Result<()> {
             "TWILIO_AUTH_TOKEN is not set: requests claiming to come from Twilio are NOT authenticated"
         ),
     }
+    if let Some(variable) = config
+        .transcribe
+        .missing_key(config.openai_api_key.as_ref())
+    {
+        tracing::warn!(
+            variable,
+            backend = config.transcribe.transcribe_backend.name(),
+            "the transcription backend's key is not set: forked calls will record a transcription gap"
+        );
+    }
     if config.api_token.is_none() {
         info!("API_TOKEN is not set: /api is disabled");
     }

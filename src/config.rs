@@ -507,6 +507,42 @@ mod tests {
     }
 
     #[test]
+    fn the_env_example_is_a_complete_and_valid_configuration() {
+        use clap::{CommandFactory, FromArgMatches, Parser};
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: Config,
+        }
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example");
+        let mut args = vec!["relay".to_string()];
+        let mut names = Vec::new();
+        for item in dotenvy::from_path_iter(path).expect(".env.example exists") {
+            let (key, value) = item.expect(".env.example parses");
+            names.push(key.clone());
+            if key == "RUST_LOG" || value.is_empty() {
+                continue;
+            }
+            args.push(format!("--{}", key.to_lowercase().replace('_', "-")));
+            args.push(value);
+        }
+        let cmd = Cli::command().mut_args(|a| a.env(None::<&str>));
+        let matches = cmd
+            .try_get_matches_from(&args)
+            .expect("every .env.example name is an option");
+        let config = Cli::from_arg_matches(&matches).unwrap().config;
+        config.validate().expect(".env.example validates");
+        // Every documented variable of `serve` is in the example.
+        let cmd = Cli::command();
+        for arg in cmd.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                let env = env.to_string_lossy().to_string();
+                assert!(names.contains(&env), "{env} is missing from .env.example");
+            }
+        }
+    }
+
+    #[test]
     fn e164_numbers_and_prefixes() {
         assert!(is_e164("+15551234567"));
         assert!(!is_e164("15551234567"));

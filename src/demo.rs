@@ -15,7 +15,7 @@ use crate::app::{self, AppState};
 use crate::config::Config;
 use crate::fake_openai::{FakeOpenAi, FakeOptions};
 use crate::sim::{self, CallOptions};
-use crate::transcript::Transcript;
+use crate::transcript::{EndReason, Transcript};
 use crate::wav;
 
 /// The bundled caller clips (8 kHz μ-law WAV), compiled in so the demo runs from any directory.
@@ -53,7 +53,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("Using the OpenAI Realtime API at {}", config.realtime_url());
         None
     } else {
-        let fake = FakeOpenAi::spawn(FakeOptions::default()).await?;
+        // The stand-in says goodbye the way a model does: `end_call` after the last clip's reply.
+        let clips = if args.audio.is_empty() {
+            BUNDLED_CLIPS.len()
+        } else {
+            args.audio.len()
+        };
+        let fake = FakeOpenAi::spawn(FakeOptions {
+            end_call_after: u32::try_from(clips).ok(),
+            ..FakeOptions::default()
+        })
+        .await?;
         println!(
             "No OPENAI_API_KEY: using the local Realtime stand-in at {}",
             fake.url()
@@ -89,7 +99,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
     )
     .with_context(|| format!("parsing {}", path.display()))?;
-    println!("\nTranscript ({}):", path.display());
+    println!(
+        "\nTranscript ({}, ended: {}):",
+        path.display(),
+        transcript.end_reason.map_or("-", EndReason::as_str)
+    );
     for turn in &transcript.turns {
         let who = turn.role.label();
         let cut = match turn.heard_ms {

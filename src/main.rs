@@ -25,7 +25,7 @@ struct Cli {
 enum Command {
     /// Run the relay server (the default).
     Serve(Config),
-    /// Simulate a Twilio call against a relay's /media-stream.
+    /// Simulate a Twilio call against a relay's /media-stream (or a fork into /transcription-stream with --fork).
     Call(sim::CallArgs),
     /// Run a local stand-in for the OpenAI Realtime API.
     FakeOpenai(fake_openai::FakeOpenAiArgs),
@@ -34,8 +34,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // A missing .env is normal; a broken one is reported by the values it fails to set.
-    let _ = dotenvy::dotenv();
+    // A missing .env is normal; a broken one must not be half-applied in silence.
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            eprintln!("error: .env: {e} (quote values that contain spaces)");
+            return ExitCode::FAILURE;
+        }
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

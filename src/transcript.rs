@@ -53,6 +53,21 @@ pub enum EndReason {
     ApiHangup,
 }
 
+impl EndReason {
+    /// The `end_reason` string, e.g. `caller_hung_up`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::CallerHungUp => "caller_hung_up",
+            EndReason::TwilioDisconnected => "twilio_disconnected",
+            EndReason::UpstreamError => "upstream_error",
+            EndReason::UpstreamClosed => "upstream_closed",
+            EndReason::ServerShutdown => "server_shutdown",
+            EndReason::AssistantHungUp => "assistant_hung_up",
+            EndReason::ApiHangup => "api_hangup",
+        }
+    }
+}
+
 /// One utterance. `heard_ms` is set only for interrupted assistant turns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Turn {
@@ -254,6 +269,13 @@ mod tests {
         assert_eq!(t.turns[0].text, "Half a sen");
         let json = serde_json::to_value(&t).unwrap();
         assert_eq!(json["end_reason"], "caller_hung_up");
+        for reason in [
+            EndReason::ApiHangup,
+            EndReason::AssistantHungUp,
+            EndReason::UpstreamClosed,
+        ] {
+            assert_eq!(serde_json::to_value(reason).unwrap(), reason.as_str());
+        }
         assert!(json["turns"][0].get("heard_ms").is_none());
     }
 

@@ -91,7 +91,8 @@ pub async fn connect(config: &Config) -> Result<(UpstreamSocket, Duration), Upst
         .scheme_str()
         .is_some_and(|s| s == "wss")
         .then(tls_connector);
-    let handshake = tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector);
+    let handshake =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector);
     match tokio::time::timeout(timeout, handshake).await {
         Err(_) => Err(UpstreamError::Timeout(config.openai_connect_timeout_ms)),
         Ok(Ok((socket, _response))) => Ok((socket, started.elapsed())),

@@ -76,6 +76,10 @@ pub struct FakeOptions {
     /// Speed of response audio relative to real time: 4.0 sends a 100 ms chunk every 25 ms;
     /// `f64::INFINITY` sends them back to back.
     pub pace: f64,
+    /// Call the `end_call` tool (when the session declares it) in the reply to the caller's
+    /// N-th utterance, after the reply's audio: a deterministic stand-in for "the caller said
+    /// goodbye".
+    pub end_call_after: Option<u32>,
 }
 
 impl Default for FakeOptions {
@@ -84,6 +88,7 @@ impl Default for FakeOptions {
             mode: Mode::Parrot,
             reject_status: None,
             pace: 4.0,
+            end_call_after: None,
         }
     }
 }
@@ -205,6 +210,9 @@ pub struct FakeOpenAiArgs {
     /// Refuse every upgrade with this HTTP status (e.g. 401) to exercise the relay's error path.
     #[arg(long)]
     pub reject_status: Option<u16>,
+    /// Call the `end_call` tool after replying to the caller's N-th utterance.
+    #[arg(long, value_name = "N")]
+    pub end_call_after: Option<u32>,
 }
 
 /// Run the stand-in until Ctrl-C.
@@ -234,6 +242,7 @@ pub async fn main(args: FakeOpenAiArgs) -> anyhow::Result<()> {
         mode: args.mode,
         reject_status: args.reject_status,
         pace: args.pace,
+        end_call_after: args.end_call_after,
     };
     serve(listener, opts, shutdown).await?;
     info!("Realtime stand-in stopped");

@@ -33,6 +33,8 @@ pub(crate) struct ActiveResponse {
     transcript: String,
     /// When the next chunk is due.
     next_at: Instant,
+    /// Finish with a call to the `end_call` tool (after the audio), as a model would on goodbye.
+    pub(crate) end_call: bool,
 }
 
 /// Time between two 100 ms chunks at `pace` × real time (4.0 → 25 ms). A non-positive or NaN pace
@@ -138,6 +140,7 @@ impl Conn {
             sent: 0,
             transcript,
             next_at: now,
+            end_call: false,
         });
     }
 
@@ -207,12 +210,48 @@ impl Conn {
             json!({"type": "response.output_item.done", "response_id": r.id,
             "output_index": 0, "item": item}),
         );
+        if r.end_call {
+            self.call_end_call(&r.id);
+        }
         self.emit(&ServerEvent::ResponseDone {
             response: ResponseInfo {
                 id: r.id,
                 status: "completed".into(),
             },
         });
+    }
+
+    /// Whether the session declares the relay's `end_call` function tool.
+    pub(super) fn declares_end_call(&self) -> bool {
+        self.session
+            .tools
+            .as_ref()
+            .is_some_and(|tools| tools.iter().any(|t| t.name == "end_call"))
+    }
+
+    /// A function call item for `end_call` as the second output of `response_id`.
+    fn call_end_call(&mut self, response_id: &str) {
+        let item_id = self.new_item_id();
+        let call_id = format!("call_{}", item_id.trim_start_matches("item_"));
+        let arguments = r#"{"reason":"the caller said goodbye"}"#;
+        let item = json!({"id": item_id, "type": "function_call", "status": "completed",
+            "name": "end_call", "call_id": call_id, "arguments": arguments});
+        self.emit_json(
+            json!({"type": "response.output_item.added", "response_id": response_id,
+            "output_index": 1, "item": item}),
+        );
+        self.emit(&ServerEvent::FunctionCallArgumentsDone {
+            response_id: Cow::Borrowed(response_id),
+            item_id: Cow::Borrowed(&item_id),
+            output_index: 1,
+            call_id: Cow::Borrowed(&call_id),
+            name: Cow::Borrowed("end_call"),
+            arguments: Cow::Borrowed(arguments),
+        });
+        self.emit_json(
+            json!({"type": "response.output_item.done", "response_id": response_id,
+            "output_index": 1, "item": item}),
+        );
     }
 
     /// Stop the response in flight: no more deltas, `response.done` with `cancelled`.

@@ -47,6 +47,10 @@ pub(crate) struct Conn {
     out: Vec<String>,
     /// Close the socket once the queued frames are sent.
     pub(super) closing: bool,
+    /// Call `end_call` in the reply to this caller utterance (1-based), if declared.
+    pub(crate) end_call_after: Option<u32>,
+    /// Caller utterances committed so far.
+    pub(super) utterances: u32,
     rec: Option<ConnRecorder>,
 }
 
@@ -85,6 +89,8 @@ impl Conn {
             next_response: 0,
             out: Vec::new(),
             closing: false,
+            end_call_after: None,
+            utterances: 0,
             rec,
         };
         if mode == Mode::EchoFrames {

@@ -61,9 +61,19 @@ impl Conn {
                 VadEvent::Stopped { start, end, at } => {
                     self.commit(start, end, at);
                     let realtime = self.session.kind == SessionKind::Realtime;
+                    if realtime {
+                        self.utterances += 1;
+                    }
                     if settings.create_response && realtime && self.response.is_none() {
                         if let Some((audio, transcript)) = self.utterance.clone() {
                             self.start_response(audio, format!("You said: {transcript}"), now);
+                            if self.end_call_after == Some(self.utterances)
+                                && self.declares_end_call()
+                            {
+                                if let Some(r) = self.response.as_mut() {
+                                    r.end_call = true;
+                                }
+                            }
                         }
                     }
                 }

@@ -231,3 +231,86 @@ async fn a_greeting_is_requested_once_the_session_is_ready_and_heard_first() {
     assert_eq!(t["turns"][0]["role"], "assistant", "{t:#}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_assistant_hangs_up_through_twilio_after_its_goodbye_has_played() {
+    let twilio = crate::fake_twilio::FakeTwilio::start().await;
+    let (base, account, token) = (
+        twilio.base_url.clone(),
+        twilio.account_sid.clone(),
+        twilio.auth_token.clone(),
+    );
+    let goodbye = FakeOptions {
+        end_call_after: Some(1),
+        ..parrot()
+    };
+    let (app, fake) = spawn_with_fake(goodbye, move |c| {
+        c.twilio_api_base = base;
+        c.twilio_account_sid = Some(account);
+        c.twilio_auth_token = Some(token.as_str().into());
+        c.twilio_validate_signature = false;
+    })
+    .await;
+    let report = sim::run(call_options(
+        &app,
+        vec![clip("caller-hello.wav"), clip("caller-question.wav")],
+    ))
+    .await
+    .expect("call");
+    app.calls_finished().await;
+
+    let conn = &fake.connections()[0];
+    let output = conn
+        .client_events
+        .iter()
+        .find(|e| e["item"]["type"] == "function_call_output")
+        .expect("the function call was answered");
+    assert_eq!(output["item"]["output"], r#"{"ok":true}"#);
+    assert_eq!(
+        report.heard, conn.sent_audio,
+        "the whole goodbye was heard before the hang-up"
+    );
+    assert!(
+        report.closed_by_server,
+        "the call ended before the caller's second clip"
+    );
+    let hangup = twilio
+        .requests()
+        .pop()
+        .expect("Twilio was asked to hang up");
+    assert_eq!(
+        hangup.path,
+        format!(
+            "/2010-04-01/Accounts/{}/Calls/{}.json",
+            twilio.account_sid, report.call_sid
+        )
+    );
+    assert_eq!(hangup.form_values("Status"), ["completed"]);
+    let t = app.transcript(&report.call_sid);
+    assert_eq!(t["end_reason"], "assistant_hung_up");
+    assert_eq!(t["turns"].as_array().unwrap().len(), 2, "{t:#}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_twilio_credentials_the_assistant_ends_the_call_by_closing_the_stream() {
+    let goodbye = FakeOptions {
+        end_call_after: Some(1),
+        ..parrot()
+    };
+    let (app, fake) = spawn_with_fake(goodbye, |_| {}).await;
+    let report = sim::run(call_options(
+        &app,
+        vec![clip("caller-hello.wav"), clip("caller-question.wav")],
+    ))
+    .await
+    .expect("call");
+    app.calls_finished().await;
+    assert!(report.closed_by_server);
+    assert_eq!(report.heard, fake.connections()[0].sent_audio);
+    assert_eq!(
+        app.transcript(&report.call_sid)["end_reason"],
+        "assistant_hung_up"
+    );
+    app.shutdown().await;
+}

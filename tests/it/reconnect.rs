@@ -48,7 +48,8 @@ async fn flaky_upstream(accept_more: bool) -> (String, Arc<Mutex<Seen>>) {
                     let kind = event["type"].as_str().unwrap_or("").to_string();
                     seen.lock().unwrap().connections[index].push(event);
                     if kind == "session.update" {
-                        let ack = json!({"type": "session.updated", "session": {"type": "realtime"}});
+                        let ack =
+                            json!({"type": "session.updated", "session": {"type": "realtime"}});
                         ws.send(Message::text(ack.to_string())).await.unwrap();
                     }
                     if kind == "input_audio_buffer.append" {
@@ -95,7 +96,13 @@ async fn a_dropped_upstream_is_reconnected_once_with_the_conversation_so_far() {
     assert_eq!(second[1]["item"]["role"], "system");
     let seed = second[1]["item"]["content"][0]["text"].as_str().unwrap();
     assert!(seed.contains("Caller: I need a table for two"), "{seed}");
-    assert!(second.iter().skip(2).any(|e| e["type"] == "input_audio_buffer.append"), "audio flows again");
+    assert!(
+        second
+            .iter()
+            .skip(2)
+            .any(|e| e["type"] == "input_audio_buffer.append"),
+        "audio flows again"
+    );
 
     let t = app.transcript(&report.call_sid);
     assert_eq!(t["end_reason"], "caller_hung_up");
@@ -125,6 +132,9 @@ async fn when_the_reconnect_fails_too_the_stream_closes_so_twilio_plays_the_fall
     assert_eq!(seen.lock().unwrap().connections.len(), 1);
     let t = app.transcript(&report.call_sid);
     assert_eq!(t["end_reason"], "upstream_error");
-    assert_eq!(t["turns"][0]["text"], "I need a table for two", "nothing already heard is lost");
+    assert_eq!(
+        t["turns"][0]["text"], "I need a table for two",
+        "nothing already heard is lost"
+    );
     app.shutdown().await;
 }
