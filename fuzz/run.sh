@@ -4,7 +4,8 @@
 # Works on a stable toolchain: RUSTC_BOOTSTRAP=1 lets stable rustc accept the -Z flags
 # (sanitizer, coverage passes) that cargo-fuzz passes. Seeds from fuzz/seeds/<target>/ are copied
 # into the working corpus fuzz/corpus/<target>/ (gitignored); crashes land in
-# fuzz/artifacts/<target>/ and each run's log in fuzz/target/<target>.log.
+# fuzz/artifacts/<target>/ and each run's log in fuzz/target/<target>.log. Reproduce a crash with
+# `RUSTC_BOOTSTRAP=1 cargo fuzz run --release --debug-assertions <target> <crash file>`.
 #
 #   bash fuzz/run.sh                     # all targets, 60 s each
 #   FUZZ_SECONDS=600 bash fuzz/run.sh signature
@@ -27,6 +28,11 @@ fi
 
 echo "building fuzz targets"
 cargo fuzz build "${flags[@]}"
+# Run the binaries just built rather than `cargo fuzz run`, which rebuilds first: in a tree that
+# is being edited that would cost minutes per target and fuzz a different snapshot each time.
+host="$(rustc -vV | sed -n 's/^host: //p')"
+bin_dir="fuzz/target/$host/release"
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_odr_violation=0}"
 
 failed=()
 for target in "${targets[@]}"; do
@@ -35,8 +41,9 @@ for target in "${targets[@]}"; do
   cp -n fuzz/seeds/"$target"/* "$corpus"/ 2>/dev/null || true
   log="fuzz/target/$target.log"
   echo "fuzzing $target for ${seconds}s (log: $log)"
-  if cargo fuzz run "${flags[@]}" "$target" "$corpus" -- \
-    -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
+  mkdir -p "fuzz/artifacts/$target"
+  if "$bin_dir/$target" -artifact_prefix="fuzz/artifacts/$target/" -max_total_time="$seconds" \
+    -print_final_stats=1 "$corpus" >"$log" 2>&1; then
     # libFuzzer's last status line: runs, coverage (cov), features (ft), corpus size, exec/s.
     grep -E '^#[0-9]+\s+DONE' "$log" | tail -n 1 || tail -n 3 "$log"
   else

@@ -29,7 +29,13 @@ pub async fn incoming_call(
     headers: HeaderMap,
     form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
-    let params = form.map(|Form(p)| p).unwrap_or_default();
+    let params = match form {
+        Ok(Form(params)) => params,
+        // No form body (e.g. a bare POST from curl): answer as for a call without parameters.
+        Err(FormRejection::InvalidFormContentType(_)) => HashMap::new(),
+        // Too large or unreadable: the rejection's own status (413, 400).
+        Err(rejection) => return rejection.into_response(),
+    };
     let config = &state.config;
     let call_sid = params.get("CallSid").map(String::as_str).unwrap_or("-");
     let body = if !config.openai_configured() {

@@ -4,9 +4,20 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// `filter` with the targets that would log secrets capped below `trace`: tungstenite logs the
+/// whole upgrade request there, `Authorization` header included. Applied whatever `RUST_LOG` asks.
+pub fn guarded(filter: EnvFilter) -> EnvFilter {
+    filter.add_directive(
+        "tungstenite::handshake=debug"
+            .parse()
+            .expect("a valid directive"),
+    )
+}
+
 /// Install the global subscriber. Safe to call once; later calls are ignored.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        guarded(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

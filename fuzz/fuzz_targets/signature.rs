@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
 
     let ours = sign(token, url, &params);
     assert_eq!(ours.len(), 28, "HMAC-SHA1 in base64 is 28 characters");
-    assert!(is_valid(token, url, &params, &ours), "own signature rejected");
+    assert!(
+        is_valid(token, url, &params, &ours),
+        "own signature rejected"
+    );
     if !ours.starts_with(signature) || ours == signature {
         return;
     }

@@ -86,6 +86,11 @@ impl Inbound {
             Message::Close(_) => return Step::Closed,
             Message::Ping(_) | Message::Pong(_) => return Step::Continue,
         };
+        // serde would also read a JSON array as a tagged enum; Twilio only sends objects.
+        if !text.as_str().trim_start().starts_with('{') {
+            self.ignore("not a JSON object");
+            return Step::Continue;
+        }
         // The per-frame path: one flat parse, the payload borrowed, one string built.
         if let Ok(FrameProbe {
             event,
@@ -98,13 +103,18 @@ impl Inbound {
                     self.ignore("media before start");
                     return Step::Continue;
                 };
-                if stream_sid.is_some_and(|sid| sid != call.stream_sid) {
-                    self.ignore("media for another streamSid");
-                    return Step::Continue;
-                }
                 if !is_base64(&media.payload) {
                     self.ignore("media payload is not base64");
                     return Step::Continue;
+                }
+                match stream_sid {
+                    Some(sid) if sid != call.stream_sid => {
+                        self.ignore("media for another streamSid");
+                        return Step::Continue;
+                    }
+                    // Malformed but unambiguous (one stream per socket): count it, keep the audio.
+                    None => self.count_anomaly("media without streamSid (relayed)"),
+                    Some(_) => {}
                 }
                 self.frames_in += 1;
                 self.stats.frame_to_openai(media.payload.len());
@@ -181,12 +191,30 @@ impl Inbound {
     }
 
     fn ignore(&mut self, reason: &str) {
+        self.count_anomaly(reason);
+    }
+
+    /// Count a bad message; log the first few of each call in full, then only the total at the end.
+    fn count_anomaly(&mut self, reason: &str) {
         self.ignored += 1;
         self.stats.error(crate::stats::ErrorKind::TwilioMessage);
         if self.ignored <= LOGGED_IGNORES {
-            warn!(reason, "ignored a Twilio message");
+            warn!(reason, "bad Twilio message");
         } else if self.ignored == LOGGED_IGNORES + 1 {
-            warn!("more Twilio messages ignored; the total is logged when the call ends");
+            warn!("more bad Twilio messages; the total is logged when the call ends");
+        }
+    }
+
+    /// Twilio's socket failed: a message over the size limit is counted as a bad message.
+    pub fn socket_failed(&mut self, error: axum::Error) {
+        let oversized = error
+            .into_inner()
+            .downcast_ref::<tungstenite::Error>()
+            .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
+        if oversized {
+            self.count_anomaly("message over 64 KiB; Twilio's socket is closed");
+        } else {
+            debug!("Twilio's socket failed");
         }
     }
 
@@ -286,7 +314,7 @@ pub(super) async fn run(
                 let step = match msg {
                     Some(Ok(msg)) => inbound.on_message(msg),
                     Some(Err(e)) => {
-                        warn!(error = %e, "Twilio's socket failed (e.g. a message over 64 KiB); ending the call");
+                        inbound.socket_failed(e);
                         Step::Closed
                     }
                     None => Step::Closed,

@@ -172,7 +172,8 @@ async fn supervise(socket: WebSocket, app: AppState) {
                 return;
             }
         };
-        if ctx.handle.reason().is_some() {
+        if ctx.handle.reason().is_some() || ctx.cancel().is_cancelled() {
+            ctx.end(EndReason::ServerShutdown); // keeps an earlier reason
             break;
         }
         // The upstream session failed while the call is still up: reconnect once.
@@ -256,11 +257,12 @@ async fn connect_while_listening(
     tokio::pin!(connect);
     loop {
         tokio::select! {
-            result = &mut connect => return Some(result),
+            biased;
             _ = ctx.cancel().cancelled() => {
                 ctx.end(EndReason::ServerShutdown);
                 return None;
             }
+            result = &mut connect => return Some(result),
             msg = twilio_rx.next() => {
                 let step = match msg {
                     Some(Ok(msg)) => inbound.on_message(msg),

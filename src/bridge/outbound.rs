@@ -29,7 +29,7 @@ use crate::realtime::{ClientEvent, ServerEvent};
 use crate::records::CallRecord;
 use crate::stats::ErrorKind;
 use crate::transcript::{EndReason, Role, Transcript};
-use crate::twilio::media::{base64_decoded_len, TwilioCommand};
+use crate::twilio::media::{base64_decoded_len, is_base64, TwilioCommand};
 use crate::upstream::UpstreamSocket;
 
 /// Per-call state of the OpenAI side.
@@ -261,6 +261,12 @@ impl Outbound {
             trace!("dropped audio of an interrupted item");
             return Ok(());
         }
+        if !is_base64(delta) {
+            self.ignored += 1;
+            self.ctx.app.stats.error(ErrorKind::UpstreamEvent);
+            warn!(%item_id, "dropped an audio delta that is not base64");
+            return Ok(());
+        }
         let Some(stream_sid) = self.stream_sid.as_deref() else {
             warn!("assistant audio before Twilio's start: dropped");
             return Ok(());
@@ -432,6 +438,8 @@ pub(super) async fn run(
         }
         let deadline = out.ending.as_ref().map(Ending::deadline);
         tokio::select! {
+            // Cancellation first: a close caused by the call ending is not an upstream failure.
+            biased;
             _ = session.cancelled() => break None,
             _ = sleep_until_opt(deadline) => {
                 warn!("the goodbye did not finish playing in time; hanging up now");

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::{Shared, Ws};
 use super::tag::Codec;
+use super::window::Progress;
 use crate::twilio::media::TwilioCommand;
 
 /// What one call's reader saw.
@@ -50,6 +51,8 @@ pub(super) struct ReaderCtx {
     /// The generator's clock origin (tags hold ns since this).
     pub origin: Instant,
     pub codec: Arc<Codec>,
+    /// Counts every distinct echo, all calls, for the measured window.
+    pub progress: Arc<Progress>,
 }
 
 /// Reads until the relay closes the socket or `stop` is cancelled, then returns what it saw.
@@ -122,6 +125,7 @@ impl Reader {
         self.seen[word] |= bit;
         self.stats.received += 1;
         self.shared.received.fetch_add(1, Ordering::AcqRel);
+        self.ctx.progress.echoed.fetch_add(1, Ordering::Relaxed);
         if tag.seq >= self.ctx.warmup_frames {
             let rtt_us = now_ns.saturating_sub(tag.sent_ns) / 1000;
             self.stats

@@ -80,6 +80,9 @@ pub struct Window {
     pub calls_at_end: usize,
     /// `seconds` × the mean of the two call counts.
     pub call_seconds: f64,
+    /// Frame echoes received in the window / 50: the call-seconds of audio that went through.
+    /// CPU figures are per delivered call-second; it equals `call_seconds` unless overloaded.
+    pub delivered_call_seconds: f64,
     /// The load generator's own CPU per call-second, ms.
     pub generator_cpu_ms_per_call_second: f64,
     /// The stand-in's CPU per call-second, ms (`--stand-in-pid`).
@@ -158,11 +161,12 @@ impl LoadReport {
         if let Some(w) = &self.window {
             let _ = writeln!(
                 t,
-                "window     {:.1} s, {}→{} calls, {:.0} call-s; machine busy {:.1} %; generator CPU {:.3} ms per call-second",
+                "window     {:.1} s, {}→{} calls, {:.0} call-s ({:.0} delivered); machine busy {:.1} %; generator CPU {:.3} ms per call-second",
                 w.seconds,
                 w.calls_at_start,
                 w.calls_at_end,
                 w.call_seconds,
+                w.delivered_call_seconds,
                 w.machine_busy_percent,
                 w.generator_cpu_ms_per_call_second
             );

@@ -1,7 +1,6 @@
 //! One load run: start the pacing workers, open the calls over the ramp, sample CPU and memory over
 //! the steady-state window, then gather every worker's and reader's counts into a [`LoadReport`].
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use super::report::LoadReport;
 use super::stats::RttSummary;
 use super::tag::Codec;
 use super::usage::{self, round3};
-use super::window::{sample_window, summarize_window};
+use super::window::{sample_window, summarize_window, Progress};
 use super::worker::{self, Plan, WorkerStats, LATE_AFTER};
 use super::LoadOptions;
 
@@ -73,13 +72,13 @@ async fn generate(opts: LoadOptions) -> anyhow::Result<LoadReport> {
     let warmup_frames = frames_in(opts.warmup);
     let origin = Instant::now();
     let codec = Arc::new(Codec::new());
-    let active = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::new(Progress::default());
     let plan = Plan {
         origin,
         frames,
         drain: opts.drain,
         codec: codec.clone(),
-        active: active.clone(),
+        progress: progress.clone(),
     };
     let mut senders = Vec::with_capacity(opts.workers);
     let mut workers = Vec::with_capacity(opts.workers);
@@ -93,7 +92,7 @@ async fn generate(opts: LoadOptions) -> anyhow::Result<LoadReport> {
             rx,
         )));
     }
-    let sampler = tokio::spawn(sample_window(opts.clone(), origin, active));
+    let sampler = tokio::spawn(sample_window(opts.clone(), origin, progress.clone()));
 
     let stop_readers = CancellationToken::new();
     let ramp = Duration::from_secs_f64(opts.ramp);
@@ -107,6 +106,7 @@ async fn generate(opts: LoadOptions) -> anyhow::Result<LoadReport> {
             warmup_frames,
             origin,
             codec: codec.clone(),
+            progress: progress.clone(),
         };
         let to_worker = senders[call as usize % opts.workers].clone();
         let url = opts.url.clone();

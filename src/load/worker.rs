@@ -9,7 +9,7 @@
 //! caught up at once and every call still offers 50 frames/s; each tick that fires more than
 //! `LATE_AFTER` behind schedule is counted, so an overloaded generator shows in the report.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::conn::Conn;
 use super::tag::{Codec, Tag};
+use super::window::Progress;
 
 /// Slots per 20 ms frame period.
 pub(super) const SLOTS: usize = 10;
@@ -38,8 +39,8 @@ pub(super) struct Plan {
     /// After its last frame a call waits at most this long for the echoes, then hangs up.
     pub drain: Duration,
     pub codec: Arc<Codec>,
-    /// Calls currently sending frames (all workers), sampled for the measured window.
-    pub active: Arc<AtomicUsize>,
+    /// Calls sending frames (all workers), sampled for the measured window.
+    pub progress: Arc<Progress>,
 }
 
 /// What one worker did.
@@ -80,7 +81,7 @@ pub(super) async fn run(
             biased;
             joined = joins.recv(), if open => match joined {
                 Some(conn) => {
-                    plan.active.fetch_add(1, Ordering::AcqRel);
+                    plan.progress.active.fetch_add(1, Ordering::AcqRel);
                     live += 1;
                     slots[slot_of(conn.call, workers)].push(conn);
                 }
@@ -114,7 +115,7 @@ async fn service(plan: &Plan, mut conn: Conn, stats: &mut WorkerStats) -> Option
     if conn.is_closed() {
         // The reader counts it as dropped.
         if sending {
-            plan.active.fetch_sub(1, Ordering::AcqRel);
+            plan.progress.active.fetch_sub(1, Ordering::AcqRel);
         }
         return None;
     }
@@ -135,7 +136,7 @@ async fn service(plan: &Plan, mut conn: Conn, stats: &mut WorkerStats) -> Option
         stats.frames_sent += u64::from(conn.frames_sent - before);
         if conn.frames_sent >= plan.frames {
             conn.drain_deadline = Some(Instant::now() + plan.drain);
-            plan.active.fetch_sub(1, Ordering::AcqRel);
+            plan.progress.active.fetch_sub(1, Ordering::AcqRel);
         }
         sent
     } else if conn.all_echoed() || conn.drain_deadline.is_some_and(|d| Instant::now() >= d) {
@@ -157,7 +158,7 @@ async fn service(plan: &Plan, mut conn: Conn, stats: &mut WorkerStats) -> Option
         Ok(Err(_)) | Err(_) => {
             stats.send_failures += 1;
             if conn.drain_deadline.is_none() {
-                plan.active.fetch_sub(1, Ordering::AcqRel);
+                plan.progress.active.fetch_sub(1, Ordering::AcqRel);
             }
             None
         }

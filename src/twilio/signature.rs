@@ -1,10 +1,11 @@
 //! Twilio request signatures (`X-Twilio-Signature`): computing and checking them, without I/O.
 //!
-//! Follows `PROTOCOLS.md` § "Twilio request signatures" (twilio.com/docs/usage/security): the string
-//! signed is the full URL Twilio requested, then, for a form POST, each parameter's name and value
-//! sorted by name (byte order; repeated names by value) with no separators; the signature is
-//! base64(HMAC-SHA1(auth token, that string)). JSON bodies are covered through a `bodySHA256` query
-//! value instead. Callers holding the token as a [`crate::config::Secret`] pass `secret.expose()`.
+//! Follows `PROTOCOLS.md` § "Twilio request signatures" (twilio.com/docs/usage/security):
+//! the string signed is the full URL Twilio requested, then, for a form POST, each parameter's
+//! name and value sorted by name (byte order; repeated names by value, an identical pair once)
+//! with no separators; the signature is base64(HMAC-SHA1(auth token, that string)). JSON bodies
+//! are covered through a `bodySHA256` query value instead. Callers holding the token as a
+//! [`crate::config::Secret`] pass `secret.expose()`.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -20,9 +21,10 @@ const BODY_SHA256_PARAM: &str = "bodySHA256";
 ///
 /// `url` is used exactly as given (no port is added or removed); `params` are the decoded form
 /// fields of a POST (empty for GET, WebSocket upgrades and JSON bodies), in any order; a repeated
-/// identical name/value pair is signed once, as Twilio does. Always a 28-character string. See `PROTOCOLS.md` § "Twilio request signatures".
+/// identical name/value pair is signed once, as Twilio does. Always a 28-character string.
+/// See `PROTOCOLS.md` § "Twilio request signatures".
 pub fn sign(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
-    STANDARD.encode(mac(auth_token, url, params))
+    STANDARD.encode(mac(auth_token, url, &sorted_params(params)))
 }
 
 /// Whether `signature` (the `X-Twilio-Signature` header value) is Twilio's for `url` and `params`.
@@ -35,10 +37,11 @@ pub fn sign(auth_token: &str, url: &str, params: &[(String, String)]) -> String 
 /// signature is simply `false`. Never panics. See `PROTOCOLS.md` § "Twilio request signatures".
 pub fn is_valid(auth_token: &str, url: &str, params: &[(String, String)], signature: &str) -> bool {
     let given = signature.as_bytes();
+    let sorted = sorted_params(params);
     let mut matched = Choice::from(0);
     // Every candidate is computed and compared, so timing does not say which form matched.
     for candidate in url_port_forms(url) {
-        let expected = STANDARD.encode(mac(auth_token, &candidate, params));
+        let expected = STANDARD.encode(mac(auth_token, &candidate, &sorted));
         matched |= expected.as_bytes().ct_eq(given);
     }
     matched.into()
@@ -70,31 +73,35 @@ pub fn body_sha256_hex(body: &[u8]) -> String {
         .collect()
 }
 
-/// The raw 20-byte HMAC-SHA1 over the pieces of the string to sign.
-fn mac(auth_token: &str, url: &str, params: &[(String, String)]) -> impl AsRef<[u8]> {
-    let mut mac = Hmac::<Sha1>::new_from_slice(auth_token.as_bytes())
-        .expect("HMAC accepts keys of any length");
-    for piece in pieces_to_sign(url, params) {
-        mac.update(piece.as_bytes());
-    }
-    mac.finalize().into_bytes()
-}
-
-/// The string to sign, piece by piece: the URL, then name, value, name, value… sorted by name and
-/// then value (`str` ordering is byte order), each identical name/value pair once. Twilio's
-/// libraries drop such duplicates (twilio-python's `sorted(set(values))`), and their published
-/// repeated-values vector only matches with it.
-fn pieces_to_sign<'a>(url: &'a str, params: &'a [(String, String)]) -> Vec<&'a str> {
+/// Form parameters in signing order: by name, then value (`str` ordering is byte order), each
+/// identical name/value pair once. Twilio's libraries drop such duplicates (twilio-python's
+/// `sorted(set(values))`), and their published repeated-values vector only matches with it.
+fn sorted_params(params: &[(String, String)]) -> Vec<&(String, String)> {
     let mut sorted: Vec<&(String, String)> = params.iter().collect();
     sorted.sort();
     sorted.dedup();
-    let mut pieces = Vec::with_capacity(1 + 2 * sorted.len());
-    pieces.push(url);
-    for (name, value) in sorted {
-        pieces.push(name);
-        pieces.push(value);
+    sorted
+}
+
+/// The string to sign, piece by piece: the URL, then name, value, name, value… of `sorted`.
+fn pieces_to_sign<'a>(
+    url: &'a str,
+    sorted: &'a [&'a (String, String)],
+) -> impl Iterator<Item = &'a str> {
+    let params = sorted
+        .iter()
+        .flat_map(|(name, value)| [name.as_str(), value.as_str()]);
+    std::iter::once(url).chain(params)
+}
+
+/// The raw 20-byte HMAC-SHA1 of the string to sign, fed piece by piece (never concatenated).
+fn mac(auth_token: &str, url: &str, sorted: &[&(String, String)]) -> impl AsRef<[u8]> {
+    let mut mac = Hmac::<Sha1>::new_from_slice(auth_token.as_bytes())
+        .expect("HMAC accepts keys of any length");
+    for piece in pieces_to_sign(url, sorted) {
+        mac.update(piece.as_bytes());
     }
-    pieces
+    mac.finalize().into_bytes()
 }
 
 /// `url` first, then its other port form if it has one (see [`is_valid`]). A URL that cannot be
@@ -213,7 +220,7 @@ mod tests {
     fn string_to_sign_matches_the_published_first_row() {
         let params = params();
         assert_eq!(
-            pieces_to_sign(URL, &params).concat(),
+            pieces_to_sign(URL, &sorted_params(&params)).collect::<String>(),
             "https://mycompany.com/myapp.php?foo=1&bar=2CallSidCA1234567890ABCDECaller+14158675309Digits1234From+14158675309To+18005551212"
         );
     }
