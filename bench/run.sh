@@ -33,17 +33,19 @@ done
 python3 - "$OUT" $CALLS_LIST <<'PY'
 import json, sys
 out, levels = sys.argv[1], sys.argv[2:]
-print("| calls | p50 ms | p99 ms | p99.9 ms | max ms | lost | late ticks | relay CPU ms per call-second | memory KiB per call | failed calls | machine busy % | generator CPU ms per call-second | stand-in CPU ms per call-second |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| calls | p50 ms | p99 ms | p99.9 ms | max ms | lost | late ticks | relay CPU ms per call-second | memory KiB per call | failed calls | delivered % | machine busy % | generator CPU ms per call-second | stand-in CPU ms per call-second |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 notes = []
 for n in levels:
     r = json.load(open(f"{out}/load-{n}.json"))
     rtt, relay, window = r["rtt"], r.get("relay") or {}, r.get("window") or {}
     dash = lambda d, k, f: (f.format(d[k]) if k in d else "–")
+    delivered = (f"{100 * window['delivered_call_seconds'] / window['call_seconds']:.0f}"
+                 if window.get("call_seconds") and "delivered_call_seconds" in window else "–")
     print(f"| {n} | {rtt['p50_ms']:.3f} | {rtt['p99_ms']:.3f} | {rtt['p999_ms']:.3f} | {rtt['max_ms']:.3f} "
           f"| {r['frames_lost']} of {r['frames_sent']} | {r['late_ticks']} of {r['ticks']} "
           f"| {dash(relay, 'cpu_ms_per_call_second', '{:.3f}')} | {dash(relay, 'memory_kib_per_call', '{:.1f}')} "
-          f"| {r['calls_failed'] + r['calls_dropped']} | {dash(window, 'machine_busy_percent', '{:.0f}')} "
+          f"| {r['calls_failed'] + r['calls_dropped']} | {delivered} | {dash(window, 'machine_busy_percent', '{:.0f}')} "
           f"| {dash(window, 'generator_cpu_ms_per_call_second', '{:.3f}')} "
           f"| {dash(window, 'stand_in_cpu_ms_per_call_second', '{:.3f}')} |")
     notes += [f"{n} calls: {x}" for x in r["errors"] + r["notes"]]

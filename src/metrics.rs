@@ -32,6 +32,12 @@ pub struct Metrics {
     pub calls_rejected: Counter,
     pub frames: Family<Direction, Counter>,
     pub bytes: Family<Direction, Counter>,
+    /// The per-frame series, resolved once: a `Family` lookup takes a lock shared by every call,
+    /// these handles are bare atomics.
+    pub frames_to_openai: Counter,
+    pub frames_to_twilio: Counter,
+    pub bytes_to_openai: Counter,
+    pub bytes_to_twilio: Counter,
     pub frames_dropped: Counter,
     pub barge_ins: Counter,
     pub errors: Family<Kind, Counter>,
@@ -58,6 +64,10 @@ impl Default for Metrics {
             calls_rejected: Counter::default(),
             frames: Family::default(),
             bytes: Family::default(),
+            frames_to_openai: Counter::default(),
+            frames_to_twilio: Counter::default(),
+            bytes_to_openai: Counter::default(),
+            bytes_to_twilio: Counter::default(),
             frames_dropped: Counter::default(),
             barge_ins: Counter::default(),
             errors: Family::default(),
@@ -97,7 +107,18 @@ impl Default for Metrics {
             "From the caller's end of speech to the first assistant audio sent to Twilio",
             m.response_latency.clone(),
         );
-        Metrics { registry, ..m }
+        let frames_to_openai = m.frames.get_or_create(&TO_OPENAI).clone();
+        let frames_to_twilio = m.frames.get_or_create(&TO_TWILIO).clone();
+        let bytes_to_openai = m.bytes.get_or_create(&TO_OPENAI).clone();
+        let bytes_to_twilio = m.bytes.get_or_create(&TO_TWILIO).clone();
+        Metrics {
+            frames_to_openai,
+            frames_to_twilio,
+            bytes_to_openai,
+            bytes_to_twilio,
+            registry,
+            ..m
+        }
     }
 }
 
@@ -119,7 +140,7 @@ mod tests {
         let m = Metrics::default();
         m.calls.inc();
         m.calls_active.inc();
-        m.frames.get_or_create(&TO_OPENAI).inc_by(3);
+        m.frames_to_openai.inc_by(3);
         let text = m.encode();
         assert!(text.contains("calls_total 1"), "{text}");
         assert!(text.contains("calls_active 1"), "{text}");

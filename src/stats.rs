@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::metrics::{Kind, Metrics, TO_OPENAI, TO_TWILIO};
+use crate::metrics::{Kind, Metrics};
 
 /// What went wrong, for `errors_total{kind}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,17 +104,15 @@ impl Stats {
     /// One caller audio frame of `bytes` (base64 length) forwarded upstream.
     pub fn frame_to_openai(&self, base64_len: usize) {
         let m = &self.0.metrics;
-        m.frames.get_or_create(&TO_OPENAI).inc();
-        m.bytes
-            .get_or_create(&TO_OPENAI)
-            .inc_by((base64_len / 4 * 3) as u64);
+        m.frames_to_openai.inc();
+        m.bytes_to_openai.inc_by((base64_len / 4 * 3) as u64);
     }
 
     /// One assistant audio chunk of `bytes` μ-law sent to Twilio.
     pub fn frame_to_twilio(&self, bytes: usize) {
         let m = &self.0.metrics;
-        m.frames.get_or_create(&TO_TWILIO).inc();
-        m.bytes.get_or_create(&TO_TWILIO).inc_by(bytes as u64);
+        m.frames_to_twilio.inc();
+        m.bytes_to_twilio.inc_by(bytes as u64);
     }
 
     /// A caller frame dropped because upstream did not keep up.
