@@ -75,17 +75,12 @@ pub async fn incoming_call(
     ([(header::CONTENT_TYPE, "text/xml")], body).into_response()
 }
 
-/// The `wss://…{path}` URL Twilio should open: from `PUBLIC_URL` when set, otherwise from the
-/// request's `Host` and `X-Forwarded-Proto` (`http` → `ws`, anything else → `wss`, as Twilio
-/// only opens `wss://` streams in production).
-pub fn stream_url(public_url: Option<&str>, headers: &HeaderMap, path: &str) -> String {
+/// The public base URL, e.g. `https://relay.example.com`: `PUBLIC_URL` when set, otherwise the
+/// request's `Host` with the scheme from `X-Forwarded-Proto` (default `https`: Twilio only calls
+/// public https endpoints, usually through a TLS-terminating proxy).
+pub fn public_base(public_url: Option<&str>, headers: &HeaderMap) -> String {
     if let Some(base) = public_url {
-        let base = base.trim_end_matches('/');
-        return match base.split_once("://") {
-            Some(("http", rest)) => format!("ws://{rest}{path}"),
-            Some((_, rest)) => format!("wss://{rest}{path}"),
-            None => format!("wss://{base}{path}"),
-        };
+        return base.trim_end_matches('/').to_string();
     }
     let host = headers
         .get(header::HOST)
@@ -95,9 +90,24 @@ pub fn stream_url(public_url: Option<&str>, headers: &HeaderMap, path: &str) -> 
         .get("x-forwarded-proto")
         .and_then(|h| h.to_str().ok())
         .and_then(|p| p.split(',').next())
-        .map(str::trim);
-    let scheme = if proto == Some("http") { "ws" } else { "wss" };
-    format!("{scheme}://{host}{path}")
+        .map(str::trim)
+        .filter(|p| *p == "http")
+        .unwrap_or("https");
+    format!("{proto}://{host}")
+}
+
+/// The WebSocket form of an http(s) URL: `https://` → `wss://`, `http://` → `ws://`.
+pub fn websocket_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some(("http", rest)) => format!("ws://{rest}"),
+        Some((_, rest)) => format!("wss://{rest}"),
+        None => format!("wss://{url}"),
+    }
+}
+
+/// The `wss://…{path}` URL Twilio should open (see [`public_base`]).
+pub fn stream_url(public_url: Option<&str>, headers: &HeaderMap, path: &str) -> String {
+    websocket_url(&format!("{}{path}", public_base(public_url, headers)))
 }
 
 /// `GET /media-stream`: one Twilio Media Stream (one call) per WebSocket.

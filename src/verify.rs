@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::warn;
 
 use crate::app::{AppState, MAX_BODY_BYTES};
+use crate::routes::{public_base, websocket_url};
 use crate::twilio::signature;
 
 /// The header Twilio signs requests with.
@@ -94,37 +95,20 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// The URL Twilio signed: `PUBLIC_URL` + path and query (`wss://` for upgrades). Without
-/// `PUBLIC_URL`, the `Host` header and `X-Forwarded-Proto` stand in (start-up warns about it).
+/// The URL Twilio signed: the public base URL (`PUBLIC_URL`; without it the `Host` header and
+/// `X-Forwarded-Proto` stand in, and start-up warns) plus path and query, `wss://` for upgrades.
 pub fn signed_url(
     public_url: Option<&str>,
     headers: &HeaderMap,
     path_and_query: &str,
     websocket: bool,
 ) -> String {
-    let base = match public_url {
-        Some(base) => base.trim_end_matches('/').to_string(),
-        None => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost");
-            let proto = headers
-                .get("x-forwarded-proto")
-                .and_then(|h| h.to_str().ok())
-                .and_then(|p| p.split(',').next())
-                .map(str::trim)
-                .unwrap_or("https");
-            format!("{proto}://{host}")
-        }
-    };
-    let base = if websocket {
-        base.replacen("https://", "wss://", 1)
-            .replacen("http://", "ws://", 1)
+    let url = format!("{}{path_and_query}", public_base(public_url, headers));
+    if websocket {
+        websocket_url(&url)
     } else {
-        base
-    };
-    format!("{base}{path_and_query}")
+        url
+    }
 }
 
 /// Decoded `application/x-www-form-urlencoded` pairs, in order (repeated keys kept); a body

@@ -1,8 +1,8 @@
 //! Fuzz target: `X-Twilio-Signature` validation on attacker-controlled URLs, parameters,
 //! signatures and bodies.
 //!
-//! Input (lossy UTF-8), split on `\n`: auth token, URL, signature, then `name=value` form
-//! parameters; everything after the signature line is also the JSON body. Neither check may
+//! Input (lossy UTF-8), split on `\n`: auth token, URL, signature, then up to 64 `name=value`
+//! form parameters; everything after the signature line is also the JSON body. Neither check may
 //! panic, and a signature we computed ourselves must validate for the URL in either port form.
 #![no_main]
 
@@ -16,8 +16,10 @@ fuzz_target!(|data: &[u8]| {
     let url = lines.next().unwrap_or_default();
     let signature = lines.next().unwrap_or_default();
     let rest = lines.next().unwrap_or_default();
+    // Twilio sends a few dozen fields; thousands would only spend the run sorting them.
     let params: Vec<(String, String)> = rest
         .lines()
+        .take(64)
         .map(|line| {
             let (name, value) = line.split_once('=').unwrap_or((line, ""));
             (name.to_owned(), value.to_owned())

@@ -16,7 +16,7 @@ use crate::active::CallSettings;
 use crate::app::AppState;
 use crate::config::{is_e164, Config};
 use crate::records::CallRecord;
-use crate::routes::stream_url;
+use crate::routes::{public_base, stream_url};
 use crate::transcript::{EndReason, Transcript};
 use crate::twilio::rest::{CreateCall, TwilioRest};
 use crate::twilio::twiml;
@@ -134,11 +134,10 @@ pub async fn create(
         state.pending.take(&reference);
         return Err(ApiError::invalid("to", "the generated TwiML exceeds Twilio's 4000 characters; shorten INTRO_MESSAGE or FALLBACK_MESSAGE"));
     }
-    // The callback goes to the same public host as the stream, over https.
-    let callback = stream
-        .replacen("wss://", "https://", 1)
-        .replacen("ws://", "http://", 1)
-        .replace("/media-stream", "/twilio/status");
+    let callback = format!(
+        "{}/twilio/status",
+        public_base(config.public_url.as_deref(), &headers)
+    );
     let request = CreateCall {
         to: call.to.clone(),
         from: from.clone(),
