@@ -12,10 +12,10 @@
 //! - [`active`]: calls in progress by CallSid and per-call settings of outbound calls.
 //! - [`api`]: the HTTP API under `/api` (bearer token) and Twilio's status callback.
 //! - [`app`]: `AppState`, the one `build_router` and the one `serve` used by `main` and tests.
-//! - [`routes`]: HTTP handlers: `/incoming-call` TwiML, `/health`, the `/media-stream` upgrade.
+//! - [`routes`]: HTTP handlers: `/incoming-call` TwiML, `/health`, `/metrics`, the `/media-stream` upgrade.
 //! - [`stats`]: process-wide counters behind `/health` and `/metrics`.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
-//! - [`twilio`]: Twilio protocols: Media Streams messages and TwiML.
+//! - [`twilio`]: Twilio protocols: Media Streams messages, TwiML, request signatures, the REST client.
 //! - [`realtime`]: OpenAI Realtime GA client/server events and the session shape.
 //! - [`upstream`]: opening the Realtime WebSocket (ws/wss, auth, timeout).
 //! - [`bridge`]: one call: the two relay tasks, playback tracking and barge-in.
@@ -29,6 +29,7 @@
 //! - [`sim`]: the `call` subcommand, a Twilio Media Streams simulator.
 //! - [`fake_openai`]: the `fake-openai` subcommand, a local Realtime API stand-in.
 //! - [`demo`]: the `demo` subcommand: stand-in + relay + simulated call in one process.
+//! - [`load`]: the `load` subcommand, a frame-tagged load generator for capacity benchmarks.
 #![forbid(unsafe_code)]
 
 pub mod active;
