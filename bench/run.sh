@@ -26,7 +26,9 @@ for calls in $CALLS_LIST; do
   log "load: $calls calls, ${MEASURE_SECONDS} s measured (+${WARMUP} s warm-up, ${RAMP} s ramp)"
   "$BIN" load "ws://127.0.0.1:$RELAY_PORT/media-stream" --calls "$calls" \
     --seconds "$MEASURE_SECONDS" --warmup "$WARMUP" --ramp "$RAMP" --workers "$WORKERS" \
-    --threads "$THREADS" --pid "$RELAY_PID" --stand-in-pid "$FAKE_PID" --json >"$OUT/load-$calls.json"
+    --threads "$THREADS" --pid "$RELAY_PID" --stand-in-pid "$FAKE_PID" --json \
+    >"$OUT/load-$calls.json" 2>"$OUT/load-$calls.log" ||
+    { log "load failed at $calls calls:"; tail -n 20 "$OUT/load-$calls.log" >&2; exit 1; }
   stop_relay
 done
 
