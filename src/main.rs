@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use twilio_realtime_relay::config::{Config, LogFormat};
-use twilio_realtime_relay::{app, demo, fake_openai, sim, telemetry};
+use twilio_realtime_relay::{app, demo, fake_openai, load, sim, telemetry};
 
 /// Puts an OpenAI Realtime voice assistant on a Twilio phone number.
 #[derive(Parser)]
@@ -29,6 +29,8 @@ enum Command {
     Call(sim::CallArgs),
     /// Run a local stand-in for the OpenAI Realtime API.
     FakeOpenai(fake_openai::FakeOpenAiArgs),
+    /// Load test: many simulated calls with frame-tagged audio; round trip, loss, CPU and memory.
+    Load(load::LoadArgs),
     /// Stand-in + relay + a simulated call in one process; prints the transcript.
     Demo(demo::DemoArgs),
 }
@@ -61,6 +63,8 @@ fn main() -> ExitCode {
                 telemetry::init(LogFormat::Text);
                 fake_openai::main(args).await
             }
+            // The generator logs nothing per call: stderr stays for its report.
+            Some(Command::Load(args)) => load::main(args).await,
             Some(Command::Demo(args)) => {
                 telemetry::init(args.config.log_format);
                 demo::run(args).await

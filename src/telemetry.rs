@@ -7,11 +7,16 @@ use crate::config::LogFormat;
 /// `filter` with the targets that would log secrets capped below `trace`: tungstenite logs the
 /// whole upgrade request there, `Authorization` header included. Applied whatever `RUST_LOG` asks.
 pub fn guarded(filter: EnvFilter) -> EnvFilter {
-    filter.add_directive(
-        "tungstenite::handshake=debug"
-            .parse()
-            .expect("a valid directive"),
-    )
+    // Only cap: adding the directive when trace is off would raise the target to debug.
+    if filter.max_level_hint() == Some(tracing::level_filters::LevelFilter::TRACE) {
+        filter.add_directive(
+            "tungstenite::handshake=debug"
+                .parse()
+                .expect("a valid directive"),
+        )
+    } else {
+        filter
+    }
 }
 
 /// Install the global subscriber. Safe to call once; later calls are ignored.

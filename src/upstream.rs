@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tracing::{debug, warn};
 
@@ -91,8 +92,10 @@ pub async fn connect(config: &Config) -> Result<(UpstreamSocket, Duration), Upst
         .scheme_str()
         .is_some_and(|s| s == "wss")
         .then(tls_connector);
+    // Small read buffer: see `routes::READ_BUFFER_BYTES`.
+    let ws_config = WebSocketConfig::default().read_buffer_size(crate::routes::READ_BUFFER_BYTES);
     let handshake =
-        tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector);
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config), true, connector);
     match tokio::time::timeout(timeout, handshake).await {
         Err(_) => Err(UpstreamError::Timeout(config.openai_connect_timeout_ms)),
         Ok(Ok((socket, _response))) => Ok((socket, started.elapsed())),

@@ -48,6 +48,7 @@ pub async fn transcription_stream(State(state): State<AppState>, ws: WebSocketUp
     let calls = state.calls.clone();
     ws.max_message_size(MAX_TWILIO_MESSAGE_BYTES)
         .max_frame_size(MAX_TWILIO_MESSAGE_BYTES)
+        .read_buffer_size(crate::routes::READ_BUFFER_BYTES)
         .on_upgrade(move |socket| calls.track_future(run_fork(socket, state)))
 }
 
