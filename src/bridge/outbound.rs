@@ -194,7 +194,9 @@ impl Outbound {
             ServerEvent::InputTranscriptionFailed { item_id, error } => {
                 warn!(%item_id, message = %error.message, "caller transcription failed");
             }
+            ServerEvent::OutputAudioDone { .. } => self.mark_tail().await?,
             ServerEvent::ResponseDone { response } => {
+                self.mark_tail().await?;
                 debug!(id = %response.id, status = %response.status, "response done");
                 if let Some(ending) = self.ending.as_mut() {
                     ending.response_done(&response.id);
@@ -284,14 +286,33 @@ impl Outbound {
         }
         let bytes = base64_decoded_len(delta);
         self.ctx.app.stats.frame_to_twilio(bytes);
-        let mark = self.playback.sent(item_id, bytes, now);
+        let marks = self.playback.sent(item_id, bytes, now);
+        // One flush: the marks and the audio leave in one write.
+        if let Some(before) = marks.before {
+            let mark = TwilioCommand::mark(stream_sid, &before).to_json();
+            self.twilio_tx.feed(Message::text(mark)).await?;
+        }
         let media = TwilioCommand::media(stream_sid, delta).to_json();
-        let mark = TwilioCommand::mark(stream_sid, &mark).to_json();
         self.twilio_tx.feed(Message::text(media)).await?;
-        self.twilio_tx.feed(Message::text(mark)).await?;
+        if let Some(after) = marks.after {
+            let mark = TwilioCommand::mark(stream_sid, &after).to_json();
+            self.twilio_tx.feed(Message::text(mark)).await?;
+        }
         self.twilio_tx.flush().await?;
         self.frames_out += 1;
         Ok(())
+    }
+
+    /// The item's audio is complete (or its response ended): mark its unmarked tail so that
+    /// Twilio tells us when it has all been played.
+    async fn mark_tail(&mut self) -> Result<(), axum::Error> {
+        let (Some(stream_sid), Some(name)) =
+            (self.stream_sid.as_deref(), self.playback.mark_tail())
+        else {
+            return Ok(());
+        };
+        let mark = TwilioCommand::mark(stream_sid, &name).to_json();
+        self.twilio_tx.send(Message::text(mark)).await
     }
 
     async fn barge_in(&mut self) -> Result<(), axum::Error> {
