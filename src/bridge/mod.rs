@@ -3,9 +3,12 @@
 //! Layout: the supervisor here opens the upstream socket as soon as Twilio's socket is accepted
 //! (buffering early caller audio, bounded), sends `session.update`, then runs two tasks under the
 //! call's span: [`inbound`] (Twilio → OpenAI, owns the upstream writer) and [`outbound`] (OpenAI →
-//! Twilio, owns Twilio's writer, playback and the transcript). They talk over bounded channels; the
-//! first to finish records why the call ended and cancels the other; both close their sockets;
-//! the supervisor finalizes the transcript. The active-call guard lives as long as the supervisor.
+//! Twilio, owns Twilio's writer, playback and the transcript). They talk over bounded channels.
+//! When the call ends (Twilio stops or drops, the assistant or the API hangs up, shutdown) the
+//! first reason is recorded and both tasks stop; when only the upstream session fails, they hand
+//! their state back and the supervisor reconnects once, seeding the new session with the
+//! conversation so far. At the end the supervisor closes Twilio's socket and finalizes the record,
+//! the transcript and the event feed. The active-call guard lives as long as the supervisor.
 
 mod ending;
 mod inbound;

@@ -1,6 +1,7 @@
-//! OpenAI → Twilio: assistant audio out (each chunk followed by a mark), barge-in, transcript.
+//! OpenAI → Twilio: assistant audio out (with marks), barge-in, transcript.
 //!
-//! Event mapping per `PROTOCOLS.md`: `response.output_audio.delta` → Twilio `media` + `mark`;
+//! Event mapping per `PROTOCOLS.md`: `response.output_audio.delta` → Twilio `media`, plus a `mark`
+//! per 100 ms of an item and at its end (see [`super::playback::MARK_EVERY_MS`]);
 //! `input_audio_buffer.speech_started` while audio is unplayed → Twilio `clear` +
 //! `conversation.item.truncate` at what the caller heard (see [`super::playback`]). The session's
 //! `interrupt_response` cancels the response itself, so no `response.cancel` is sent. The
