@@ -35,8 +35,9 @@ pub enum UpstreamError {
     Connect(#[from] tokio_tungstenite::tungstenite::Error),
 }
 
-/// rustls needs one process-wide crypto provider; ring is the one compiled in.
-fn ensure_crypto_provider() {
+/// rustls (WebSockets and reqwest) needs one process-wide crypto provider; ring is the one
+/// compiled in. Idempotent; keeps a provider someone else installed first.
+pub fn ensure_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -71,22 +72,40 @@ fn tls_connector() -> Connector {
 /// Open the Realtime socket for `config` within `OPENAI_CONNECT_TIMEOUT_MS`.
 /// Returns the socket and how long the handshake took.
 pub async fn connect(config: &Config) -> Result<(UpstreamSocket, Duration), UpstreamError> {
-    ensure_crypto_provider();
     let key = config
         .openai_api_key
         .as_ref()
         .ok_or(UpstreamError::NotConfigured)?;
-    let mut request = config
-        .realtime_url()
+    let timeout = Duration::from_millis(config.openai_connect_timeout_ms);
+    open(
+        &config.realtime_url(),
+        &format!("Bearer {}", key.expose()),
+        timeout,
+    )
+    .await
+}
+
+/// Open the WebSocket at `url` (`ws://` or `wss://`) with `Authorization: {authorization}`
+/// within `timeout`, `TCP_NODELAY` on. Used for the Realtime API and the transcription backends.
+/// Returns the socket and how long the handshake took.
+///
+/// # Errors
+/// [`UpstreamError::Refused`] with the HTTP status and the body's message (an OpenAI or Deepgram
+/// error JSON, or the first 200 bytes), `Timeout`, `Request` (bad URL or header), `Connect`.
+pub async fn open(
+    url: &str,
+    authorization: &str,
+    timeout: Duration,
+) -> Result<(UpstreamSocket, Duration), UpstreamError> {
+    ensure_crypto_provider();
+    let mut request = url
         .into_client_request()
         .map_err(|e| UpstreamError::Request(e.to_string()))?;
-    let auth = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
-        UpstreamError::Request("OPENAI_API_KEY has characters not allowed in a header".into())
+    let auth = HeaderValue::from_str(authorization).map_err(|_| {
+        UpstreamError::Request("the API key has characters not allowed in a header".into())
     })?;
     request.headers_mut().insert("Authorization", auth);
-
     let started = Instant::now();
-    let timeout = Duration::from_millis(config.openai_connect_timeout_ms);
     let connector = request
         .uri()
         .scheme_str()
@@ -97,28 +116,39 @@ pub async fn connect(config: &Config) -> Result<(UpstreamSocket, Duration), Upst
     let handshake =
         tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config), true, connector);
     match tokio::time::timeout(timeout, handshake).await {
-        Err(_) => Err(UpstreamError::Timeout(config.openai_connect_timeout_ms)),
+        Err(_) => Err(UpstreamError::Timeout(
+            u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        )),
         Ok(Ok((socket, _response))) => Ok((socket, started.elapsed())),
         Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
-            let status = response.status().as_u16();
-            let body = response.body().as_deref().unwrap_or_default();
             Err(UpstreamError::Refused {
-                status,
-                message: error_message(body),
+                status: response.status().as_u16(),
+                message: error_message(response.body().as_deref().unwrap_or_default()),
             })
         }
         Ok(Err(e)) => Err(UpstreamError::Connect(e)),
     }
 }
 
-/// The `error.message` of an OpenAI error body, or the body itself (cut to 200 bytes).
-fn error_message(body: &[u8]) -> String {
+/// The message of an error body: OpenAI's `{"error":{"message"}}`, Deepgram's `{"err_msg"}`
+/// (or `{"message"}`), else the body itself cut to 200 bytes.
+pub fn error_message(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
-    struct Body {
-        error: crate::realtime::server::ApiError,
+    #[serde(untagged)]
+    enum Body {
+        OpenAi {
+            error: crate::realtime::server::ApiError,
+        },
+        Deepgram {
+            err_msg: String,
+        },
+        Plain {
+            message: String,
+        },
     }
     match serde_json::from_slice::<Body>(body) {
-        Ok(b) => b.error.message,
+        Ok(Body::OpenAi { error }) => error.message,
+        Ok(Body::Deepgram { err_msg: message }) | Ok(Body::Plain { message }) => message,
         Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
     }
 }
@@ -131,6 +161,9 @@ mod tests {
     fn refusal_bodies_yield_their_message() {
         let body = br#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#;
         assert_eq!(error_message(body), "Incorrect API key provided");
+        let deepgram =
+            br#"{"err_code":"INVALID_AUTH","err_msg":"Invalid credentials.","request_id":"x"}"#;
+        assert_eq!(error_message(deepgram), "Invalid credentials.");
         assert_eq!(error_message(b"Bad Gateway"), "Bad Gateway");
     }
 

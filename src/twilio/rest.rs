@@ -6,7 +6,6 @@
 //! and its secret; the account SID is still in the path). Secrets never reach `Debug` output or an
 //! error string: every error text is scrubbed of the secret before it leaves this module.
 
-use std::sync::Once;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -28,14 +27,8 @@ const MAX_PAGES: usize = 100;
 /// How much of a non-JSON error body (an HTML 502 from a proxy) is kept, in characters.
 const ERROR_BODY_CHARS: usize = 200;
 
-/// Install rustls' ring provider process-wide (reqwest is built without one). Idempotent; a
-/// provider someone else installed first is kept.
-pub fn ensure_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
+/// reqwest is built without a crypto provider: the relay installs rustls' ring one.
+pub use crate::upstream::ensure_crypto_provider;
 
 /// How we authenticate: the basic-auth user is the account SID (`AC…`) or an API key SID (`SK…`).
 #[derive(Debug, Clone)]
