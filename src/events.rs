@@ -76,12 +76,6 @@ impl EventHub {
             .or_insert_with(|| broadcast::channel(CAPACITY).0)
             .subscribe()
     }
-
-    /// Whether anyone is subscribed to `call_sid` (lets callers skip building interim events).
-    pub fn has_listeners(&self, call_sid: &str) -> bool {
-        let calls = self.calls.lock().expect("event hub lock poisoned");
-        calls.get(call_sid).is_some_and(|s| s.receiver_count() > 0)
-    }
 }
 
 #[cfg(test)]
@@ -131,6 +125,5 @@ mod tests {
         assert_eq!(text, "hello");
         assert_eq!(rx.recv().await.unwrap().name(), "call.ended");
         assert!(rx.recv().await.is_err(), "feed closed after the end");
-        assert!(!hub.has_listeners("CA1"));
     }
 }

@@ -183,13 +183,7 @@ impl CallStore {
             change(record);
             record.clone()
         };
-        if let Err(e) = self.persist(&record).await {
-            warn!(
-                call_sid,
-                error = format!("{e:#}"),
-                "could not persist the call record"
-            );
-        }
+        self.persist(&record).await;
         record
     }
 
@@ -205,17 +199,18 @@ impl CallStore {
             change(record);
             record.clone()
         };
-        if let Err(e) = self.persist(&record).await {
-            warn!(
-                call_sid,
-                error = format!("{e:#}"),
-                "could not persist the call record"
-            );
-        }
+        self.persist(&record).await;
         Some(record)
     }
 
-    async fn persist(&self, record: &CallRecord) -> anyhow::Result<()> {
+    /// Write `record` atomically; a failure is logged (the in-memory record stays current).
+    async fn persist(&self, record: &CallRecord) {
+        if let Err(e) = self.write(record).await {
+            warn!(call_sid = %record.call_sid, error = format!("{e:#}"), "could not persist the call record");
+        }
+    }
+
+    async fn write(&self, record: &CallRecord) -> anyhow::Result<()> {
         let name: String = record
             .call_sid
             .chars()

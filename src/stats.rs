@@ -55,10 +55,8 @@ pub struct Stats(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     started: Instant,
-    active: AtomicU64,
-    total: AtomicU64,
+    /// Every kind summed, for `/health` (the metric family is split by kind).
     errors: AtomicU64,
-    rejected: AtomicU64,
     metrics: Metrics,
 }
 
@@ -66,10 +64,7 @@ impl Default for Stats {
     fn default() -> Self {
         Stats(Arc::new(Inner {
             started: Instant::now(),
-            active: AtomicU64::new(0),
-            total: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            rejected: AtomicU64::new(0),
             metrics: Metrics::default(),
         }))
     }
@@ -78,8 +73,6 @@ impl Default for Stats {
 impl Stats {
     /// Count a new call; the returned guard decrements `active` when dropped, however the call ends.
     pub fn call_started(&self) -> ActiveCall {
-        self.0.active.fetch_add(1, Ordering::Relaxed);
-        self.0.total.fetch_add(1, Ordering::Relaxed);
         self.0.metrics.calls_active.inc();
         self.0.metrics.calls.inc();
         ActiveCall(self.clone())
@@ -97,7 +90,6 @@ impl Stats {
 
     /// Count a call turned away (busy, shutting down or unsigned).
     pub fn rejected(&self) {
-        self.0.rejected.fetch_add(1, Ordering::Relaxed);
         self.0.metrics.calls_rejected.inc();
     }
 
@@ -142,17 +134,17 @@ impl Stats {
 
     /// Calls turned away since start.
     pub fn rejected_total(&self) -> u64 {
-        self.0.rejected.load(Ordering::Relaxed)
+        self.0.metrics.calls_rejected.get()
     }
 
     /// Calls in progress.
     pub fn active(&self) -> u64 {
-        self.0.active.load(Ordering::Relaxed)
+        self.0.metrics.calls_active.get().max(0) as u64
     }
 
     /// Calls since start.
     pub fn total(&self) -> u64 {
-        self.0.total.load(Ordering::Relaxed)
+        self.0.metrics.calls.get()
     }
 
     /// Errors since start.
@@ -172,7 +164,6 @@ pub struct ActiveCall(Stats);
 
 impl Drop for ActiveCall {
     fn drop(&mut self) {
-        self.0 .0.active.fetch_sub(1, Ordering::Relaxed);
         self.0 .0.metrics.calls_active.dec();
     }
 }

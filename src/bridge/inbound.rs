@@ -77,7 +77,7 @@ impl Inbound {
         let text = match msg {
             Message::Text(text) => text,
             Message::Binary(bytes) => {
-                self.ignore(&format!(
+                self.bad_message(&format!(
                     "binary frame of {} bytes (Twilio sends JSON text)",
                     bytes.len()
                 ));
@@ -88,7 +88,7 @@ impl Inbound {
         };
         // serde would also read a JSON array as a tagged enum; Twilio only sends objects.
         if !text.as_str().trim_start().starts_with('{') {
-            self.ignore("not a JSON object");
+            self.bad_message("not a JSON object");
             return Step::Continue;
         }
         // The per-frame path: one flat parse, the payload borrowed, one string built.
@@ -100,20 +100,20 @@ impl Inbound {
         {
             if event == "media" {
                 let Some(call) = &self.call else {
-                    self.ignore("media before start");
+                    self.bad_message("media before start");
                     return Step::Continue;
                 };
                 if !is_base64(&media.payload) {
-                    self.ignore("media payload is not base64");
+                    self.bad_message("media payload is not base64");
                     return Step::Continue;
                 }
                 match stream_sid {
                     Some(sid) if sid != call.stream_sid => {
-                        self.ignore("media for another streamSid");
+                        self.bad_message("media for another streamSid");
                         return Step::Continue;
                     }
                     // Malformed but unambiguous (one stream per socket): count it, keep the audio.
-                    None => self.count_anomaly("media without streamSid (relayed)"),
+                    None => self.bad_message("media without streamSid (relayed)"),
                     Some(_) => {}
                 }
                 self.frames_in += 1;
@@ -128,14 +128,14 @@ impl Inbound {
         let event = match serde_json::from_str::<TwilioEvent>(text.as_str()) {
             Ok(event) => event,
             Err(e) => {
-                self.ignore(&format!("malformed message: {e}"));
+                self.bad_message(&format!("malformed message: {e}"));
                 return Step::Continue;
             }
         };
         match event {
             TwilioEvent::Media { .. } => {
                 // Only reached when the probe could not read it: a shape we cannot relay.
-                self.ignore("media frame without a usable payload");
+                self.bad_message("media frame without a usable payload");
                 Step::Continue
             }
             TwilioEvent::Mark { mark, .. } => {
@@ -184,18 +184,14 @@ impl Inbound {
                 Step::Continue
             }
             TwilioEvent::Unknown => {
-                self.ignore("unknown event type");
+                self.bad_message("unknown event type");
                 Step::Continue
             }
         }
     }
 
-    fn ignore(&mut self, reason: &str) {
-        self.count_anomaly(reason);
-    }
-
     /// Count a bad message; log the first few of each call in full, then only the total at the end.
-    fn count_anomaly(&mut self, reason: &str) {
+    fn bad_message(&mut self, reason: &str) {
         self.ignored += 1;
         self.stats.error(crate::stats::ErrorKind::TwilioMessage);
         if self.ignored <= LOGGED_IGNORES {
@@ -212,7 +208,7 @@ impl Inbound {
             .downcast_ref::<tungstenite::Error>()
             .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
         if oversized {
-            self.count_anomaly("message over 64 KiB; Twilio's socket is closed");
+            self.bad_message("message over 64 KiB; Twilio's socket is closed");
         } else {
             debug!("Twilio's socket failed");
         }
