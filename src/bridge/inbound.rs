@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
 use super::{CallCtx, CallInfo, ToOutbound};
-use crate::realtime::ClientEvent;
+use crate::realtime::append_json;
 use crate::stats::Stats;
 use crate::transcript::EndReason;
 use crate::twilio::media::{is_base64, FrameProbe, TwilioEvent};
@@ -119,10 +119,7 @@ impl Inbound {
                 self.frames_in += 1;
                 self.stats.frame_to_openai(media.payload.len());
                 trace!(bytes = media.payload.len(), "caller audio");
-                let append = ClientEvent::InputAudioBufferAppend {
-                    audio: media.payload,
-                };
-                return Step::Append(append.to_json());
+                return Step::Append(append_json(&media.payload));
             }
         }
         let event = match serde_json::from_str::<TwilioEvent>(text.as_str()) {

@@ -30,7 +30,7 @@ use crate::realtime::{ClientEvent, ServerEvent};
 use crate::records::CallRecord;
 use crate::stats::ErrorKind;
 use crate::transcript::{EndReason, Role, Transcript};
-use crate::twilio::media::{base64_decoded_len, is_base64, TwilioCommand};
+use crate::twilio::media::{base64_decoded_len, is_base64, MediaJson, TwilioCommand};
 use crate::upstream::UpstreamSocket;
 
 /// Per-call state of the OpenAI side.
@@ -43,6 +43,8 @@ pub(super) struct Outbound {
     pub(super) upstream_failure: Option<EndReason>,
     pub(super) playback: Playback,
     stream_sid: Option<String>,
+    /// Builds this stream's `media` commands (set with `stream_sid`).
+    media_json: Option<MediaJson>,
     pub(super) call_sid: Option<String>,
     pub transcript: Option<Transcript>,
     /// This call's overrides (outbound calls placed through the API).
@@ -74,6 +76,7 @@ impl Outbound {
             upstream_failure: None,
             playback: Playback::default(),
             stream_sid: None,
+            media_json: None,
             call_sid: None,
             transcript: None,
             settings: CallSettings::default(),
@@ -129,6 +132,7 @@ impl Outbound {
         }
         self.transcript = Some(info.transcript());
         self.call_sid = Some(info.call_sid);
+        self.media_json = Some(MediaJson::new(&info.stream_sid));
         self.stream_sid = Some(info.stream_sid);
         self.maybe_greet().await;
     }
@@ -270,7 +274,8 @@ impl Outbound {
             warn!(%item_id, "dropped an audio delta that is not base64");
             return Ok(());
         }
-        let Some(stream_sid) = self.stream_sid.as_deref() else {
+        let (Some(stream_sid), Some(media_json)) = (self.stream_sid.as_deref(), &self.media_json)
+        else {
             warn!("assistant audio before Twilio's start: dropped");
             return Ok(());
         };
@@ -293,7 +298,7 @@ impl Outbound {
             let mark = TwilioCommand::mark(stream_sid, &before).to_json();
             self.twilio_tx.feed(Message::text(mark)).await?;
         }
-        let media = TwilioCommand::media(stream_sid, delta).to_json();
+        let media = media_json.frame(delta);
         self.twilio_tx.feed(Message::text(media)).await?;
         if let Some(after) = marks.after {
             let mark = TwilioCommand::mark(stream_sid, &after).to_json();
@@ -452,6 +457,9 @@ pub(super) async fn run(
     session: CancellationToken,
 ) -> (Outbound, mpsc::Receiver<ToOutbound>) {
     let ctx = out.ctx.clone();
+    // One cancellation future for the whole session, not a new one per upstream frame.
+    let cancelled = session.cancelled();
+    tokio::pin!(cancelled);
     let upstream_failure = loop {
         if out.ending.as_ref().is_some_and(|e| e.ready(&out.playback)) {
             out.hang_up().await;
@@ -462,7 +470,7 @@ pub(super) async fn run(
         tokio::select! {
             // Cancellation first: a close caused by the call ending is not an upstream failure.
             biased;
-            _ = session.cancelled() => break None,
+            _ = &mut cancelled => break None,
             _ = sleep_until_opt(deadline) => {
                 warn!("the goodbye did not finish playing in time; hanging up now");
                 out.hang_up().await;

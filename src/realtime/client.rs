@@ -68,6 +68,26 @@ pub enum ContentPart {
     OutputText { text: String },
 }
 
+/// `input_audio_buffer.append` up to its audio, and after it.
+const APPEND_HEAD: &str = r#"{"type":"input_audio_buffer.append","audio":""#;
+const APPEND_TAIL: &str = r#""}"#;
+
+/// `input_audio_buffer.append` carrying `audio`, built by copying (the per-frame path): base64 needs
+/// no JSON escaping, so the serializer's per-byte escape scan is skipped. `audio` must be base64
+/// the caller has checked (`twilio::media::is_base64`; debug builds assert that nothing in it
+/// needs escaping). Same text as `ClientEvent::InputAudioBufferAppend { audio }.to_json()`.
+pub fn append_json(audio: &str) -> String {
+    debug_assert!(
+        audio.bytes().all(|b| b > 0x1f && b != b'"' && b != b'\\'),
+        "append audio must be checked base64"
+    );
+    let mut json = String::with_capacity(APPEND_HEAD.len() + audio.len() + APPEND_TAIL.len());
+    json.push_str(APPEND_HEAD);
+    json.push_str(audio);
+    json.push_str(APPEND_TAIL);
+    json
+}
+
 impl ClientEvent<'_> {
     /// Serialize to a JSON text frame. Cannot fail: no maps with non-string keys.
     pub fn to_json(&self) -> String {
@@ -88,6 +108,16 @@ impl ClientEvent<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copied_appends_equal_serialized_ones() {
+        for audio in ["", "//8=", "AAAA", &"f39/fw==".repeat(30)] {
+            let typed = ClientEvent::InputAudioBufferAppend {
+                audio: audio.into(),
+            };
+            assert_eq!(append_json(audio), typed.to_json());
+        }
+    }
 
     #[test]
     fn documented_client_events_round_trip() {

@@ -8,6 +8,6 @@ pub mod client;
 pub mod server;
 pub mod session;
 
-pub use client::ClientEvent;
+pub use client::{append_json, ClientEvent};
 pub use server::ServerEvent;
 pub use session::Session;

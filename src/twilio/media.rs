@@ -269,6 +269,41 @@ impl<'a> TwilioCommand<'a> {
     }
 }
 
+/// The closing of a `media` command after its payload.
+const MEDIA_TAIL: &str = "\"}}";
+
+/// `media` commands for one stream, built by copying instead of serializing (the per-frame path):
+/// the JSON up to the payload is serialized once per call (so `streamSid` is escaped as anywhere
+/// else) and base64 needs no escaping, so the serializer's per-byte escape scan is skipped. Same
+/// text as [`TwilioCommand::media`]`(…).to_json()` (`PROTOCOLS.md` § "Twilio Media Streams").
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaJson {
+    head: String,
+}
+
+impl MediaJson {
+    /// The builder for `stream_sid`.
+    pub fn new(stream_sid: &str) -> Self {
+        let empty = TwilioCommand::media(stream_sid, "").to_json();
+        let head = empty
+            .strip_suffix(MEDIA_TAIL)
+            .expect("a media command ends with its payload")
+            .to_string();
+        MediaJson { head }
+    }
+
+    /// The `media` command carrying `payload`, which must be base64 (check it with
+    /// [`is_base64`] first; debug builds assert it).
+    pub fn frame(&self, payload: &str) -> String {
+        debug_assert!(is_base64(payload), "media payload must be checked base64");
+        let mut json = String::with_capacity(self.head.len() + payload.len() + MEDIA_TAIL.len());
+        json.push_str(&self.head);
+        json.push_str(payload);
+        json.push_str(MEDIA_TAIL);
+        json
+    }
+}
+
 /// Twilio documents these counters as strings; accept numbers too (borrowing strings, no copy).
 fn string_or_number<'de, D>(d: D) -> Result<Option<Cow<'de, str>>, D::Error>
 where
@@ -422,6 +457,19 @@ mod tests {
             TwilioCommand::clear("MZ1").to_json(),
             r#"{"event":"clear","streamSid":"MZ1"}"#
         );
+    }
+
+    #[test]
+    fn copied_media_commands_equal_serialized_ones() {
+        for sid in ["MZ1", "MZ\"quoted\\sid", "MZé\n"] {
+            let media = MediaJson::new(sid);
+            for payload in ["", "//8=", "AAAA", "f39/fw==", &"/w8A".repeat(40)] {
+                let copied = media.frame(payload);
+                assert_eq!(copied, TwilioCommand::media(sid, payload).to_json());
+                let parsed: TwilioCommand = serde_json::from_str(&copied).unwrap();
+                assert_eq!(parsed, TwilioCommand::media(sid, payload));
+            }
+        }
     }
 
     #[test]
