@@ -59,6 +59,22 @@ start_fake() {
   log "stand-in (echo-frames) pid $FAKE_PID on 127.0.0.1:$FAKE_PORT"
 }
 
+# BENCH_TARGET=reference measures bench/reference/ (the per-frame path of Twilio's Node.js sample)
+# instead of our relay, with the same load, stand-in and accounting. Needs node and npm.
+TARGET="${BENCH_TARGET:-relay}"
+REFERENCE_DIR="$ROOT/bench/reference"
+
+# Installs the reference's pinned packages (package-lock.json) once.
+prepare_target() {
+  [[ "$TARGET" == reference ]] || return 0
+  command -v node >/dev/null || { log "BENCH_TARGET=reference needs node (apt-get install nodejs)"; exit 1; }
+  if [[ ! -d "$REFERENCE_DIR/node_modules" ]]; then
+    log "npm ci in $REFERENCE_DIR"
+    (cd "$REFERENCE_DIR" && npm ci --no-audit --no-fund >&2)
+  fi
+  log "target: the Node.js reference (node $(node --version))"
+}
+
 # Starts a fresh relay (so its idle RSS and peak RSS belong to one load level). It runs in $OUT, not
 # in the tree, so no .env is read; no Twilio auth token, so no signature checks.
 start_relay() {
@@ -66,11 +82,17 @@ start_relay() {
   mkdir -p "$OUT/transcripts"
   (
     cd "$OUT" &&
-      HOST=127.0.0.1 PORT="$RELAY_PORT" OPENAI_API_KEY=sk-bench \
-        OPENAI_REALTIME_URL="ws://127.0.0.1:$FAKE_PORT/v1/realtime" \
-        TRANSCRIPT_DIR="$OUT/transcripts" MAX_CONCURRENT_CALLS=5000 RUST_LOG=warn \
-        TWILIO_AUTH_TOKEN= TWILIO_VALIDATE_SIGNATURE=false \
-        exec "$BIN" serve
+      if [[ "$TARGET" == reference ]]; then
+        HOST=127.0.0.1 PORT="$RELAY_PORT" OPENAI_API_KEY=sk-bench \
+          OPENAI_REALTIME_URL="ws://127.0.0.1:$FAKE_PORT/v1/realtime" \
+          exec node "$REFERENCE_DIR/index.mjs"
+      else
+        HOST=127.0.0.1 PORT="$RELAY_PORT" OPENAI_API_KEY=sk-bench \
+          OPENAI_REALTIME_URL="ws://127.0.0.1:$FAKE_PORT/v1/realtime" \
+          TRANSCRIPT_DIR="$OUT/transcripts" MAX_CONCURRENT_CALLS=5000 RUST_LOG=warn \
+          TWILIO_AUTH_TOKEN= TWILIO_VALIDATE_SIGNATURE=false \
+          exec "$BIN" serve
+      fi
   ) >>"$OUT/relay.log" 2>&1 &
   RELAY_PID=$!
   for _ in $(seq 1 100); do

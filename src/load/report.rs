@@ -99,6 +99,9 @@ pub struct RelayUsage {
     pub cpu_seconds: f64,
     /// CPU time per call-second, ms.
     pub cpu_ms_per_call_second: f64,
+    /// Of which kernel (system) time per call-second, ms: the relay's two sends and two receives
+    /// per echoed frame, and on loopback the receiving side's TCP processing.
+    pub kernel_ms_per_call_second: f64,
     /// `VmRSS` before the first call, KiB.
     pub idle_rss_kib: u64,
     /// `VmRSS` at the end of the window, KiB.
@@ -177,9 +180,10 @@ impl LoadReport {
         if let Some(u) = &self.relay {
             let _ = writeln!(
                 t,
-                "relay      pid {}: CPU {:.3} ms per call-second ({:.2} s); RSS idle {} KiB, loaded {} KiB, peak {} KiB; {:.1} KiB per call above idle",
+                "relay      pid {}: CPU {:.3} ms per call-second ({:.3} in the kernel; {:.2} s); RSS idle {} KiB, loaded {} KiB, peak {} KiB; {:.1} KiB per call above idle",
                 u.pid,
                 u.cpu_ms_per_call_second,
+                u.kernel_ms_per_call_second,
                 u.cpu_seconds,
                 u.idle_rss_kib,
                 u.rss_kib,

@@ -26,6 +26,9 @@ pub fn clock_ticks_per_second() -> u64 {
 pub struct ProcSample {
     /// User + system CPU time so far, in clock ticks.
     pub cpu_ticks: u64,
+    /// Of which system (kernel) time: syscalls, and on loopback also the receiving side's TCP
+    /// processing, which runs in the sender's context. Clock ticks.
+    pub system_ticks: u64,
     /// Resident set size (`VmRSS`), KiB.
     pub rss_kib: u64,
     /// Peak resident set size (`VmHWM`), KiB.
@@ -41,16 +44,18 @@ pub fn sample_process(pid: &str) -> anyhow::Result<ProcSample> {
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let (user_ticks, system_ticks) = parse_cpu_ticks(&stat)?;
     Ok(ProcSample {
-        cpu_ticks: parse_cpu_ticks(&stat)?,
+        cpu_ticks: user_ticks + system_ticks,
+        system_ticks,
         rss_kib: parse_status_kib(&status, "VmRSS:")?,
         hwm_kib: parse_status_kib(&status, "VmHWM:")?,
     })
 }
 
-/// `utime + stime` of a `/proc/PID/stat` line. The command name (field 2) is in parentheses and
+/// `(utime, stime)` of a `/proc/PID/stat` line. The command name (field 2) is in parentheses and
 /// may contain spaces, so fields are counted after the last `)`: state is field 3, utime 14.
-fn parse_cpu_ticks(stat: &str) -> anyhow::Result<u64> {
+fn parse_cpu_ticks(stat: &str) -> anyhow::Result<(u64, u64)> {
     let after = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest)
@@ -62,7 +67,7 @@ fn parse_cpu_ticks(stat: &str) -> anyhow::Result<u64> {
             .and_then(|f| f.parse().ok())
             .ok_or_else(|| anyhow!("field {n} missing from /proc stat"))
     };
-    Ok(field(14)? + field(15)?)
+    Ok((field(14)?, field(15)?))
 }
 
 /// The `kB` value of a `/proc/PID/status` line such as `VmRSS:   1234 kB`.
@@ -134,7 +139,7 @@ mod tests {
     #[test]
     fn parses_proc_files() {
         let stat = "1234 (tokio (main) x) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 6 0";
-        assert_eq!(parse_cpu_ticks(stat).unwrap(), 300);
+        assert_eq!(parse_cpu_ticks(stat).unwrap(), (250, 50));
         let status = "Name:\trelay\nVmHWM:\t  20480 kB\nVmRSS:\t   10240 kB\n";
         assert_eq!(parse_status_kib(status, "VmRSS:").unwrap(), 10240);
         assert_eq!(parse_status_kib(status, "VmHWM:").unwrap(), 20480);

@@ -145,6 +145,11 @@ pub(super) fn summarize_window(
             pid,
             cpu_seconds: round3(ticks as f64 / hz as f64),
             cpu_ms_per_call_second: cpu_ms_per_call_second(ticks, hz, delivered),
+            kernel_ms_per_call_second: cpu_ms_per_call_second(
+                last.system_ticks.saturating_sub(first.system_ticks),
+                hz,
+                delivered,
+            ),
             idle_rss_kib: idle.rss_kib,
             rss_kib: last.rss_kib,
             peak_rss_kib: last.hwm_kib,
