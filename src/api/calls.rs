@@ -15,7 +15,7 @@ use super::ApiError;
 use crate::active::CallSettings;
 use crate::app::AppState;
 use crate::config::{is_e164, Config};
-use crate::records::CallRecord;
+use crate::records::{is_terminal, CallRecord};
 use crate::routes::{public_base, stream_url};
 use crate::transcript::{EndReason, Transcript};
 use crate::twilio::rest::{CreateCall, TwilioRest};
@@ -252,8 +252,9 @@ pub async fn transcript(
     }
 }
 
-/// `POST /api/calls/{call_sid}/hangup` → Twilio `Status=completed`. A Twilio 20404 means the
-/// call had already ended: 200 with that said.
+/// `POST /api/calls/{call_sid}/hangup` → Twilio `Status=completed`, or `Status=canceled` while
+/// the call's record says it has not been answered (see [`TwilioRest::hang_up`]). A Twilio 20404
+/// means the call had already ended: 200 with that said.
 pub async fn hang_up(
     State(state): State<AppState>,
     Path(call_sid): Path<String>,
@@ -264,10 +265,25 @@ pub async fn hang_up(
     if let Some(h) = &handle {
         h.set_reason(EndReason::ApiHangup);
     }
-    let body = match twilio.hang_up(&call_sid).await {
-        Ok(call) => json!({"call_sid": call_sid, "status": call.status}),
-        Err(e) if e.is_not_found() => json!({"call_sid": call_sid, "status": "completed",
-            "message": "the call had already ended (Twilio 20404)"}),
+    // A call whose media stream is up is in progress, whatever the callbacks said so far.
+    let known_status = match &handle {
+        Some(_) => None,
+        None => state.records.get(&call_sid).map(|r| r.status),
+    };
+    let (body, final_status) = match twilio.hang_up(&call_sid, known_status.as_deref()).await {
+        Ok(call) => {
+            let status = if is_terminal(&call.status) {
+                call.status.clone()
+            } else {
+                "completed".to_string()
+            };
+            (json!({"call_sid": call_sid, "status": call.status}), status)
+        }
+        Err(e) if e.is_not_found() => (
+            json!({"call_sid": call_sid, "status": "completed",
+                "message": "the call had already ended (Twilio 20404)"}),
+            "completed".to_string(),
+        ),
         Err(e) => return Err(e.into()),
     };
     if let Some(h) = handle {
@@ -276,7 +292,7 @@ pub async fn hang_up(
     state
         .records
         .update_existing(&call_sid, |r| {
-            r.end("completed", Some(EndReason::ApiHangup))
+            r.end(&final_status, Some(EndReason::ApiHangup))
         })
         .await;
     info!(%call_sid, "hung up through the API");

@@ -62,7 +62,8 @@ impl Outbound {
             info!("the assistant ended the call; no Twilio credentials, so closing the stream");
             return;
         };
-        match twilio.hang_up(&call_sid).await {
+        // The stream is up, so the call is in progress: `completed`.
+        match twilio.hang_up(&call_sid, None).await {
             Ok(_) => info!("the assistant hung up the call"),
             Err(e) if e.is_not_found() => info!("the call had already ended"),
             Err(e) => {

@@ -206,10 +206,29 @@ impl TwilioRest {
         self.send(self.http.post(url).form(&form), "call").await
     }
 
-    /// Hang up: `POST /2010-04-01/Accounts/{AC}/Calls/{CA}.json` with `Status=completed`. A call
-    /// that does not exist (or has a malformed SID, rejected without a request) is Twilio's 404
-    /// 20404, see [`TwilioError::is_not_found`].
-    pub async fn hang_up(&self, call_sid: &str) -> Result<CallResource, TwilioError> {
+    /// Hang up: `POST /2010-04-01/Accounts/{AC}/Calls/{CA}.json` with `Status=completed`, or
+    /// `Status=canceled` when `known_status` says the call has not been answered (`queued`,
+    /// `initiated`, `ringing`; `PROTOCOLS.md` § "Twilio REST"). Canceling does not touch a call
+    /// that is in progress, so if Twilio answers that the call was answered meanwhile (status
+    /// `in-progress`), it is completed with a second request. Returns the call as Twilio last
+    /// described it. A call that does not exist (or has a malformed SID, rejected without a
+    /// request) is Twilio's 404 20404, see [`TwilioError::is_not_found`].
+    pub async fn hang_up(
+        &self,
+        call_sid: &str,
+        known_status: Option<&str>,
+    ) -> Result<CallResource, TwilioError> {
+        if matches!(known_status, Some("queued" | "initiated" | "ringing")) {
+            let call = self.set_status(call_sid, "canceled").await?;
+            if call.status != "in-progress" {
+                return Ok(call);
+            }
+        }
+        self.set_status(call_sid, "completed").await
+    }
+
+    /// `POST …/Calls/{CA}.json` with `Status=status`.
+    async fn set_status(&self, call_sid: &str, status: &str) -> Result<CallResource, TwilioError> {
         if !is_sid(call_sid) {
             return Err(TwilioError::Api {
                 http_status: 404,
@@ -219,7 +238,7 @@ impl TwilioRest {
             });
         }
         let url = self.account_url(&format!("Calls/{call_sid}.json"));
-        let form = [("Status", "completed")];
+        let form = [("Status", status)];
         self.send(self.http.post(url).form(&form), "call").await
     }
 

@@ -333,6 +333,34 @@ async fn hanging_up_a_live_call_ends_it_with_api_hangup_and_an_ended_call_is_200
 }
 
 #[tokio::test]
+async fn hanging_up_a_placed_call_that_is_still_ringing_cancels_it() {
+    let twilio = FakeTwilio::start().await;
+    let (app, _fake) = api_app(&twilio, |_| {}).await;
+    let (_, placed) = json_of(
+        &app,
+        api("POST", "/api/calls", Some(json!({"to": "+15551234567"}))),
+    )
+    .await;
+    let sid = placed["call_sid"].as_str().unwrap().to_string();
+    twilio.set_call_status(&sid, "ringing");
+    let ringing = format!("CallSid={sid}&CallStatus=ringing&SequenceNumber=1");
+    let (status, _, _) = app.request(status_callback(&ringing)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let (status, body) =
+        json_of(&app, api("POST", &format!("/api/calls/{sid}/hangup"), None)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "canceled");
+    let hangup = twilio.requests().pop().unwrap();
+    assert_eq!(hangup.form_values("Status"), ["canceled"]);
+    assert_eq!(twilio.calls()[0].status, "canceled");
+    let (_, record) = json_of(&app, api("GET", &format!("/api/calls/{sid}"), None)).await;
+    assert_eq!(record["status"], "canceled");
+    assert_eq!(record["end_reason"], "api_hangup");
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn numbers_are_listed_across_all_of_twilios_pages() {
     let twilio = FakeTwilio::start().await;
     let numbers: Vec<FakeNumber> = (0..5)

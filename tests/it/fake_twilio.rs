@@ -204,6 +204,13 @@ impl FakeTwilio {
         self.shared.lock().calls.clone()
     }
 
+    /// Move a placed call to `status` (`ringing`, `in-progress`, …), as the callee's phone would.
+    pub fn set_call_status(&self, call_sid: &str, status: &str) {
+        let mut inner = self.shared.lock();
+        let call = inner.calls.iter_mut().find(|c| c.sid == call_sid);
+        call.expect("a call this fake placed").status = status.into();
+    }
+
     /// Answer the next request not yet scripted with `status` and Twilio's error JSON.
     pub fn fail_next(&self, status: u16, code: i64, message: &str) {
         let body = error_json(status, code, message).to_string();
@@ -391,7 +398,12 @@ fn update_call(shared: &Shared, call_sid: &str, form: &[(String, String)], path:
     let Some(call) = inner.calls.iter_mut().find(|c| c.sid == call_sid) else {
         return not_found(path);
     };
-    call.status = status.into();
+    // As Twilio documents: `canceled` only ends a call that has not been answered yet;
+    // `completed` ends it in any state.
+    let unanswered = matches!(call.status.as_str(), "queued" | "initiated" | "ringing");
+    if status == "completed" || unanswered {
+        call.status = status.into();
+    }
     let body = call_json(&shared.account_sid, call);
     (StatusCode::OK, Json(body)).into_response()
 }

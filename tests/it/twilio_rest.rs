@@ -180,7 +180,7 @@ async fn a_non_json_error_page_becomes_an_api_error_with_its_start_and_no_secret
     // A proxy that echoes the token into its error page must not leak it through our error.
     let page = format!("<html><body>Bad gateway {}</body></html>", fake.auth_token);
     fake.respond_next(502, "text/html", &page);
-    let err = client(&fake).hang_up("CA0123").await.unwrap_err();
+    let err = client(&fake).hang_up("CA0123", None).await.unwrap_err();
     match &err {
         TwilioError::Api {
             http_status: 502,
@@ -211,7 +211,11 @@ async fn hang_up_of_a_live_call_completes_it() {
     let fake = FakeTwilio::start().await;
     let rest = client(&fake);
     let call = rest.create_call(&outbound_call()).await.expect("call");
-    let ended = rest.hang_up(&call.sid).await.expect("hang up");
+    fake.set_call_status(&call.sid, "in-progress");
+    let ended = rest
+        .hang_up(&call.sid, Some("in-progress"))
+        .await
+        .expect("hang up");
     assert_eq!(
         (ended.sid.as_str(), ended.status.as_str()),
         (call.sid.as_str(), "completed")
@@ -231,18 +235,53 @@ async fn hang_up_of_a_live_call_completes_it() {
 }
 
 #[tokio::test]
+async fn hang_up_of_a_ringing_call_cancels_it_and_completes_it_if_it_was_answered_meanwhile() {
+    let fake = FakeTwilio::start().await;
+    let rest = client(&fake);
+    let ringing = rest.create_call(&outbound_call()).await.expect("call");
+    fake.set_call_status(&ringing.sid, "ringing");
+    let ended = rest
+        .hang_up(&ringing.sid, Some("ringing"))
+        .await
+        .expect("hang up");
+    assert_eq!(ended.status, "canceled");
+    assert_eq!(fake.requests()[1].form, pairs(&[("Status", "canceled")]));
+    assert_eq!(fake.calls()[0].status, "canceled");
+
+    // Our record still said ringing, but the callee has just answered: canceling does nothing
+    // to an answered call, so it is completed with a second request.
+    let answered = rest.create_call(&outbound_call()).await.expect("call");
+    fake.set_call_status(&answered.sid, "in-progress");
+    let ended = rest
+        .hang_up(&answered.sid, Some("ringing"))
+        .await
+        .expect("hang up");
+    assert_eq!(ended.status, "completed");
+    let requests = fake.requests();
+    let forms: Vec<_> = requests[3..].iter().map(|r| r.form.clone()).collect();
+    assert_eq!(
+        forms,
+        [
+            pairs(&[("Status", "canceled")]),
+            pairs(&[("Status", "completed")])
+        ]
+    );
+    assert_eq!(fake.calls()[1].status, "completed");
+}
+
+#[tokio::test]
 async fn hang_up_of_an_unknown_call_is_not_found() {
     let fake = FakeTwilio::start().await;
     let rest = client(&fake);
     let err = rest
-        .hang_up("CA00000000000000000000000000000000")
+        .hang_up("CA00000000000000000000000000000000", None)
         .await
         .unwrap_err();
     assert!(err.is_not_found(), "{err:?}");
     assert!(err.to_string().contains("was not found"), "{err}");
 
     // A SID that could escape its path segment is refused locally, the same way.
-    let err = rest.hang_up("CA1/../../x").await.unwrap_err();
+    let err = rest.hang_up("CA1/../../x", None).await.unwrap_err();
     assert!(err.is_not_found(), "{err:?}");
     assert_eq!(fake.requests().len(), 1);
 }
