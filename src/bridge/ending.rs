@@ -10,6 +10,9 @@ use tracing::{info, warn};
 
 use super::outbound::Outbound;
 use super::playback::Playback;
+use crate::config::END_CALL_TOOL;
+use crate::realtime::client::Item;
+use crate::realtime::ClientEvent;
 use crate::transcript::EndReason;
 
 /// Longest wait for the goodbye to finish playing before hanging up anyway.
@@ -53,6 +56,41 @@ impl Ending {
 }
 
 impl Outbound {
+    /// The model called a function: `end_call` starts the ending, anything else gets an error
+    /// output and a new response.
+    pub(super) async fn function_call(
+        &mut self,
+        name: &str,
+        call_id: &str,
+        response_id: &str,
+        arguments: &str,
+    ) {
+        let known = name == END_CALL_TOOL;
+        let output = if known {
+            r#"{"ok":true}"#
+        } else {
+            r#"{"error":"unknown function"}"#
+        };
+        let answer = ClientEvent::ConversationItemCreate {
+            item: Item::FunctionCallOutput {
+                call_id: call_id.to_string(),
+                output: output.to_string(),
+            },
+        };
+        self.upstream(answer.to_json()).await;
+        if known {
+            info!(
+                arguments,
+                "the assistant is ending the call; waiting for its goodbye to play"
+            );
+            self.ending = Some(Ending::new(response_id));
+        } else {
+            warn!(name, "the model called an unknown function");
+            self.upstream(ClientEvent::ResponseCreate {}.to_json())
+                .await;
+        }
+    }
+
     /// Hang up through Twilio when possible. The reason is recorded first so that the `stop`
     /// Twilio sends in response is not taken for the caller hanging up.
     pub(super) async fn hang_up(&mut self) {

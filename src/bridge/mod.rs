@@ -2,8 +2,11 @@
 //!
 //! Layout: the supervisor here opens the upstream socket as soon as Twilio's socket is accepted
 //! (buffering early caller audio, bounded), sends `session.update`, then runs two tasks under the
-//! call's span: [`inbound`] (Twilio → OpenAI, owns the upstream writer) and [`outbound`] (OpenAI →
+//! call's span: `inbound` (Twilio → OpenAI, owns the upstream writer) and `outbound` (OpenAI →
 //! Twilio, owns Twilio's writer, playback and the transcript). They talk over bounded channels.
+//! [`playback`] tracks what the caller has heard (marks, barge-in cuts), `session` sets the
+//! Realtime session up (`start`, `session.update`, greeting, resume) and `ending` carries out the
+//! assistant's `end_call`.
 //! When the call ends (Twilio stops or drops, the assistant or the API hangs up, shutdown) the
 //! first reason is recorded and both tasks stop; when only the upstream session fails, they hand
 //! their state back and the supervisor reconnects once, seeding the new session with the
@@ -14,6 +17,7 @@ mod ending;
 mod inbound;
 mod outbound;
 pub mod playback;
+mod session;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -5,7 +5,8 @@
 //! `input_audio_buffer.speech_started` while audio is unplayed → Twilio `clear` +
 //! `conversation.item.truncate` at what the caller heard (see [`super::playback`]). The session's
 //! `interrupt_response` cancels the response itself, so no `response.cancel` is sent. The
-//! `end_call` tool is handled in [`super::ending`].
+//! `end_call` tool is handled in [`super::ending`], session setup (`start`, `session.update`, the
+//! greeting, resuming after a reconnect) in [`super::session`].
 
 use std::time::Instant;
 
@@ -20,14 +21,11 @@ use tracing::{debug, info, trace, warn};
 
 use super::ending::Ending;
 use super::playback::Playback;
-use super::{CallCtx, CallInfo, ToOutbound};
+use super::{CallCtx, ToOutbound};
 use crate::active::CallSettings;
-use crate::config::END_CALL_TOOL;
 use crate::events::CallEvent;
-use crate::realtime::client::{ContentPart, Item};
 use crate::realtime::server::{EventProbe, OUTPUT_AUDIO_DELTA};
 use crate::realtime::{ClientEvent, ServerEvent};
-use crate::records::CallRecord;
 use crate::stats::ErrorKind;
 use crate::transcript::{EndReason, Role, Transcript};
 use crate::twilio::media::{base64_decoded_len, is_base64, MediaJson, TwilioCommand};
@@ -42,22 +40,22 @@ pub(super) struct Outbound {
     /// Set when the upstream session failed while the call was still up.
     pub(super) upstream_failure: Option<EndReason>,
     pub(super) playback: Playback,
-    stream_sid: Option<String>,
+    pub(super) stream_sid: Option<String>,
     /// Builds this stream's `media` commands (set with `stream_sid`).
-    media_json: Option<MediaJson>,
+    pub(super) media_json: Option<MediaJson>,
     pub(super) call_sid: Option<String>,
     pub transcript: Option<Transcript>,
     /// This call's overrides (outbound calls placed through the API).
-    settings: CallSettings,
+    pub(super) settings: CallSettings,
     /// `session.update`s sent and not yet answered.
-    pending_updates: u32,
-    greeted: bool,
+    pub(super) pending_updates: u32,
+    pub(super) greeted: bool,
     /// The item a barge-in interrupted: late deltas of it are dropped, not played.
-    muted_item: Option<String>,
+    pub(super) muted_item: Option<String>,
     /// Set once the model called `end_call`.
     pub(super) ending: Option<Ending>,
     /// When the caller last stopped speaking, until the reply's first audio is sent.
-    speech_stopped_at: Option<Instant>,
+    pub(super) speech_stopped_at: Option<Instant>,
     /// Response latencies of this call, ms.
     pub latencies_ms: Vec<u64>,
     /// Audio chunks sent to Twilio.
@@ -101,40 +99,6 @@ impl Outbound {
                 }
             }
         }
-    }
-
-    /// Twilio's `start`: the call's record, registry entry, transcript and overrides.
-    async fn started(&mut self, info: CallInfo) {
-        let app = &self.ctx.app;
-        app.active.register(&info.call_sid, self.ctx.handle.clone());
-        let (from, to) = (info.param("From"), info.param("To"));
-        app.records
-            .update(
-                &info.call_sid,
-                || CallRecord::new(&info.call_sid, "inbound", "in-progress"),
-                |r| {
-                    if !r.is_ended() {
-                        r.status = "in-progress".into();
-                    }
-                    r.from = r.from.take().or(from.map(str::to_string));
-                    r.to = r.to.take().or(to.map(str::to_string));
-                },
-            )
-            .await;
-        if let Some(settings) = info.param("CallRef").and_then(|r| app.pending.take(r)) {
-            let changes_session = settings.instructions.is_some() || settings.voice.is_some();
-            self.settings = settings;
-            if changes_session {
-                let update = self.session_update();
-                self.upstream(update).await;
-                info!("applied this call's instructions/voice");
-            }
-        }
-        self.transcript = Some(info.transcript());
-        self.call_sid = Some(info.call_sid);
-        self.media_json = Some(MediaJson::new(&info.stream_sid));
-        self.stream_sid = Some(info.stream_sid);
-        self.maybe_greet().await;
     }
 
     /// Handle one upstream text frame. `Err` means Twilio's socket failed.
@@ -230,39 +194,6 @@ impl Outbound {
         Ok(())
     }
 
-    async fn function_call(
-        &mut self,
-        name: &str,
-        call_id: &str,
-        response_id: &str,
-        arguments: &str,
-    ) {
-        let known = name == END_CALL_TOOL;
-        let output = if known {
-            r#"{"ok":true}"#
-        } else {
-            r#"{"error":"unknown function"}"#
-        };
-        let answer = ClientEvent::ConversationItemCreate {
-            item: Item::FunctionCallOutput {
-                call_id: call_id.to_string(),
-                output: output.to_string(),
-            },
-        };
-        self.upstream(answer.to_json()).await;
-        if known {
-            info!(
-                arguments,
-                "the assistant is ending the call; waiting for its goodbye to play"
-            );
-            self.ending = Some(Ending::new(response_id));
-        } else {
-            warn!(name, "the model called an unknown function");
-            self.upstream(ClientEvent::ResponseCreate {}.to_json())
-                .await;
-        }
-    }
-
     async fn audio(&mut self, item_id: &str, delta: &str) -> Result<(), axum::Error> {
         if self.muted_item.as_deref() == Some(item_id) {
             trace!("dropped audio of an interrupted item");
@@ -351,27 +282,6 @@ impl Outbound {
         Ok(())
     }
 
-    /// Ask for the greeting once every `session.update` is applied and Twilio has started.
-    async fn maybe_greet(&mut self) {
-        let greeting = self
-            .settings
-            .greeting
-            .clone()
-            .or_else(|| self.ctx.app.config.greeting.clone());
-        let Some(greeting) = greeting else {
-            return;
-        };
-        if self.greeted || self.pending_updates > 0 || self.stream_sid.is_none() {
-            return;
-        }
-        self.greeted = true;
-        let prompt = format!("Greet the caller by saying exactly: \"{greeting}\"");
-        self.upstream(ClientEvent::user_text(prompt).to_json())
-            .await;
-        self.upstream(ClientEvent::ResponseCreate {}.to_json())
-            .await;
-    }
-
     async fn complete_turn(&mut self, item_id: &str, role: Role, text: &str) {
         let Some(t) = self.transcript.as_mut() else {
             return;
@@ -395,45 +305,6 @@ impl Outbound {
                 warn!(error = format!("{e:#}"), "could not write the transcript");
             }
         }
-    }
-
-    /// A `session.update` with this call's settings; counted until `session.updated` answers.
-    pub(super) fn session_update(&mut self) -> String {
-        self.pending_updates += 1;
-        let session = self.ctx.app.config.session_for(&self.settings);
-        ClientEvent::SessionUpdate {
-            session: Box::new(session),
-        }
-        .to_json()
-    }
-
-    /// After a reconnect: forget the old session's in-flight state and return the events that
-    /// give the new session the conversation so far (one system message with the transcript).
-    pub(super) fn resume(&mut self) -> Vec<String> {
-        self.muted_item = None;
-        self.ending = None;
-        self.speech_stopped_at = None;
-        let Some(t) = &self.transcript else {
-            return Vec::new();
-        };
-        if t.turns.is_empty() {
-            return Vec::new();
-        }
-        let history: String = t
-            .turns
-            .iter()
-            .map(|turn| format!("{}: {}\n", turn.role.label(), turn.text))
-            .collect();
-        let text = format!(
-            "The call's connection to you was interrupted and has been restored. Continue the conversation naturally without mentioning it. The conversation so far:\n{history}"
-        );
-        vec![ClientEvent::ConversationItemCreate {
-            item: Item::Message {
-                role: "system".into(),
-                content: vec![ContentPart::InputText { text }],
-            },
-        }
-        .to_json()]
     }
 
     /// Close Twilio's socket: Twilio then runs the TwiML after `<Connect>`.
