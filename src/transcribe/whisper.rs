@@ -6,7 +6,7 @@
 //! without speech are never sent. Each chunk is decoded to 16-bit PCM (Whisper does not take
 //! μ-law) and sent as an 8 kHz mono WAV (`file` = `chunk.wav`, `model`, `response_format=json`,
 //! optional `language`) with a bearer key.
-//! Uploads run concurrently; a failed upload is retried once, and if it fails again the track
+//! Uploads run concurrently but their finals are reported in the order the chunks were cut; a failed upload is retried once, and if it fails again the track
 //! gets a gap and sends no more chunks. The remainder is flushed when the track ends.
 
 use std::io::Cursor;
@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
@@ -142,11 +142,13 @@ pub(super) async fn run(
         }
     };
     let mut chunker = Chunker::new(settings.transcribe.whisper_chunk_secs);
-    let mut uploads = JoinSet::new();
+    // Uploads run concurrently but settle in the order their chunks were cut, so a track's finals
+    // (and the events the API streams) come out in the order they were spoken.
+    let mut uploads = FuturesOrdered::new();
     let mut given_up = false;
     let mut n = 0u64;
-    let spawn = |chunk: Chunk, uploads: &mut JoinSet<_>| {
-        uploads.spawn(upload(
+    let spawn = |chunk: Chunk, uploads: &mut FuturesOrdered<_>| {
+        uploads.push_back(upload(
             client.clone(),
             settings.clone(),
             stats.clone(),
@@ -165,7 +167,7 @@ pub(super) async fn run(
                 Some(_) => {}
                 None => break,
             },
-            Some(done) = uploads.join_next() => {
+            Some(done) = uploads.next() => {
                 n += 1;
                 given_up |= settle(done, n, &out, &stats, given_up).await;
             }
@@ -182,7 +184,7 @@ pub(super) async fn run(
                 warn!(left = uploads.len(), "transcription uploads still running at the end; abandoned");
                 return;
             }
-            done = uploads.join_next() => {
+            done = uploads.next() => {
                 let Some(done) = done else { return };
                 n += 1;
                 given_up |= settle(done, n, &out, &stats, given_up).await;
@@ -193,21 +195,21 @@ pub(super) async fn run(
 
 /// Report one finished upload; returns true if the track must now give up.
 async fn settle(
-    done: Result<(u64, anyhow::Result<String>), tokio::task::JoinError>,
+    (start_ms, done): (u64, anyhow::Result<String>),
     n: u64,
     out: &TrackOut,
     stats: &Stats,
     given_up: bool,
 ) -> bool {
     match done {
-        Ok((start_ms, Ok(text))) => {
+        Ok(text) => {
             if !text.trim().is_empty() {
                 out.final_text(&format!("chunk{n}"), &text, Some(start_ms))
                     .await;
             }
             false
         }
-        Ok((start_ms, Err(e))) => {
+        Err(e) => {
             stats.error(crate::stats::ErrorKind::Transcription);
             if !given_up {
                 error!(
@@ -217,11 +219,6 @@ async fn settle(
                 out.gap(start_ms).await;
             }
             true
-        }
-        Err(e) => {
-            stats.error(crate::stats::ErrorKind::Transcription);
-            error!(error = %e, "transcription upload task failed");
-            false
         }
     }
 }

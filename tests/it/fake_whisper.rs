@@ -2,7 +2,9 @@
 //!
 //! Checks the bearer key (else 401 with OpenAI's error JSON), that `model` is set and that `file`
 //! is a RIFF WAV, 8 kHz, mono, 16-bit PCM (else 400), and answers
-//! `{"text":"[whisper chunk N: X.XX s]"}`. Records every upload. The multipart body is parsed by
+//! `{"text":"[whisper chunk N: X.XX s]"}` (N counts arrivals). Records every upload. With
+//! [`FakeWhisper::spawn_holding_first`] the first upload is answered only once later ones have
+//! arrived, so its answer comes back last. The multipart body is parsed by
 //! hand: axum is built without its `multipart` feature.
 
 use std::io::Cursor;
@@ -39,6 +41,10 @@ pub struct Upload {
 struct Shared {
     key: String,
     uploads: Arc<Mutex<Vec<Upload>>>,
+    /// Uploads arrived so far.
+    arrivals: Arc<tokio::sync::watch::Sender<usize>>,
+    /// Hold the first upload's answer until this many have arrived (0: never hold).
+    hold_first_until: usize,
 }
 
 /// The stand-in, serving until dropped.
@@ -51,11 +57,19 @@ pub struct FakeWhisper {
 impl FakeWhisper {
     /// Serve on 127.0.0.1:0, accepting only `Bearer {key}`.
     pub async fn spawn(key: &str) -> FakeWhisper {
+        Self::spawn_holding_first(key, 0).await
+    }
+
+    /// Like [`FakeWhisper::spawn`], but the first upload is answered only after `until` uploads
+    /// have arrived (or 10 s have passed): a slow first request, without a timed delay.
+    pub async fn spawn_holding_first(key: &str, until: usize) -> FakeWhisper {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shared = Shared {
             key: key.to_string(),
             uploads: Arc::default(),
+            arrivals: Arc::new(tokio::sync::watch::channel(0).0),
+            hold_first_until: until,
         };
         let uploads = shared.uploads.clone();
         let app = Router::new()
@@ -96,6 +110,16 @@ async fn transcriptions(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    let mut arrival = 0;
+    shared.arrivals.send_modify(|n| {
+        *n += 1;
+        arrival = *n;
+    });
+    if arrival == 1 && shared.hold_first_until > 1 {
+        let mut arrivals = shared.arrivals.subscribe();
+        let later = arrivals.wait_for(|&n| n >= shared.hold_first_until);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), later).await;
+    }
     let mut upload = Upload {
         authorization: headers
             .get(header::AUTHORIZATION)
@@ -141,8 +165,7 @@ async fn transcriptions(
                 let pcm16 =
                     spec.sample_format == hound::SampleFormat::Int && spec.bits_per_sample == 16;
                 if spec.sample_rate == 8000 && spec.channels == 1 && pcm16 {
-                    let n = shared.uploads.lock().unwrap().len() + 1;
-                    let text = format!("[whisper chunk {n}: {:.2} s]", upload.seconds);
+                    let text = format!("[whisper chunk {arrival}: {:.2} s]", upload.seconds);
                     Json(TranscriptionResponse { text }).into_response()
                 } else {
                     error(StatusCode::BAD_REQUEST, "expected 8 kHz mono 16-bit PCM")

@@ -368,6 +368,40 @@ async fn whisper_uploads_one_wav_per_utterance_and_reports_finals_only() {
 }
 
 #[tokio::test]
+async fn whisper_finals_of_a_track_come_out_in_spoken_order_when_a_later_upload_answers_first() {
+    let whisper = FakeWhisper::spawn_holding_first("sk-test-key", 2).await;
+    let mut config = Config {
+        openai_api_key: Some("sk-test-key".into()),
+        ..Config::default()
+    };
+    config.transcribe.transcribe_backend = Backend::Whisper;
+    config.transcribe.whisper_url = whisper.url();
+    let app = spawn_app(config).await;
+    let mut opts = fork_options(&app, "CAforkwhisperorder");
+    opts.fork = Some(ForkTracks::Inbound);
+    opts.clips = vec![clip("caller-hello.wav"), clip("caller-question.wav")];
+    opts.agent_clips = Vec::new();
+    let (_, events) = fork_call(&app, opts).await;
+
+    let uploads = whisper.uploads();
+    assert_eq!(uploads.len(), 2, "one upload per utterance: {uploads:?}");
+    // The fake answered the second upload first; the finals still follow the speech.
+    let texts: Vec<String> = finals(&events).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts[0].starts_with("[whisper chunk 1:"), "{texts:?}");
+    assert!(texts[1].starts_with("[whisper chunk 2:"), "{texts:?}");
+    let t = app.transcript("CAforkwhisperorder");
+    let file: Vec<&str> = t["turns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|turn| turn["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(file, texts, "the file and the feed agree");
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_refusing_backend_leaves_a_gap_per_track_and_the_call_still_ends_cleanly() {
     let deepgram = FakeDeepgram::spawn("the-right-key").await;
     let mut config = Config::default();
