@@ -5,7 +5,8 @@
 //! Two tracks use two connections (one per track, `channels=1`) rather than one multichannel
 //! connection: the tracks start at different times (each opens on its first frame), fail and
 //! reconnect independently, and need no interleaving. A session sends the raw μ-law bytes as
-//! binary frames, `KeepAlive` after [`KEEPALIVE_AFTER`] without audio, and `CloseStream` when the
+//! binary frames, `KeepAlive` after [`KEEPALIVE_AFTER`] without audio (a Twilio hiccup; Twilio
+//! itself sends a frame every 20 ms, silence included), and `CloseStream` when the
 //! track ends, then reads the flushed results until Deepgram closes (at most 5 s).
 //! `Results` with `is_final: false` are interim, `is_final: true` settle a segment (final);
 //! empty transcripts are skipped.
@@ -171,7 +172,7 @@ pub(super) async fn session(
                 tx.send(Message::binary(frame.ulaw)).await.context("sending audio to Deepgram")?;
                 last_sent = Instant::now();
             }
-            () = tokio::time::sleep_until(last_sent + KEEPALIVE_AFTER) => {
+            () = tokio::time::sleep_until(last_sent + settings.deepgram_keepalive) => {
                 tx.send(Message::text(Control::KeepAlive.to_json())).await.context("sending KeepAlive")?;
                 last_sent = Instant::now();
             }
@@ -243,6 +244,73 @@ async fn on_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transcribe::track::{Frame, Track};
+
+    /// The next message the fake Deepgram received (5 s bound: a failure, not a wait).
+    async fn next(seen: &mut tokio::sync::mpsc::UnboundedReceiver<Message>) -> Message {
+        tokio::time::timeout(Duration::from_secs(5), seen.recv())
+            .await
+            .expect("the fake Deepgram heard from the session within 5 s")
+            .expect("fake alive")
+    }
+
+    /// A session whose track goes quiet sends `KeepAlive` (never more audio), and `CloseStream`
+    /// once the track ends.
+    #[tokio::test]
+    async fn a_quiet_track_keeps_the_connection_alive_then_closes_the_stream() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            while let Some(Ok(msg)) = ws.next().await {
+                let closing = msg.to_text().is_ok_and(|t| t.contains("CloseStream"));
+                let _ = seen_tx.send(msg);
+                if closing {
+                    let _ = ws.close(None).await;
+                    break;
+                }
+            }
+        });
+        let transcribe = TranscribeConfig {
+            deepgram_url: format!("ws://{addr}/v1/listen"),
+            deepgram_api_key: Some("dg-test".into()),
+            ..TranscribeConfig::default()
+        };
+        let mut settings = BackendSettings::new(&transcribe, None, "");
+        settings.deepgram_keepalive = Duration::from_millis(50);
+        let (frames, rx) = tokio::sync::mpsc::channel(4);
+        let mut feed = Feed::new(rx);
+        let (lines, _lines_rx) = tokio::sync::mpsc::channel(4);
+        let out = TrackOut::new(Track::Inbound, chrono::Utc::now(), lines);
+        let cancel = CancellationToken::new();
+        let session =
+            tokio::spawn(async move { session(&settings, &mut feed, &out, &cancel).await });
+        let frame = Frame {
+            payload: "/////w==".into(),
+            ulaw: vec![0xFF; 4],
+        };
+        frames.send(frame).await.unwrap();
+
+        assert_eq!(next(&mut seen).await, Message::binary(vec![0xFF; 4]));
+        // Nothing more to send: the connection is kept open with KeepAlive, twice in a row.
+        for _ in 0..2 {
+            assert_eq!(
+                next(&mut seen).await,
+                Message::text(r#"{"type":"KeepAlive"}"#)
+            );
+        }
+        drop(frames);
+        loop {
+            let msg = next(&mut seen).await;
+            if msg == Message::text(r#"{"type":"CloseStream"}"#) {
+                break;
+            }
+            assert_eq!(msg, Message::text(r#"{"type":"KeepAlive"}"#));
+        }
+        session.await.unwrap().expect("a clean end");
+    }
 
     #[test]
     fn documented_messages_round_trip() {

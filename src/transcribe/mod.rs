@@ -58,10 +58,13 @@ pub struct BackendSettings {
     pub openai_realtime_url: String,
     /// How long a backend WebSocket may take to open (`OPENAI_CONNECT_TIMEOUT_MS`).
     pub connect_timeout: Duration,
+    /// Send Deepgram a `KeepAlive` after this long without audio
+    /// ([`deepgram::KEEPALIVE_AFTER`]; shorter in tests).
+    pub deepgram_keepalive: Duration,
 }
 
 impl BackendSettings {
-    /// From explicit parts (tests, tools); `connect_timeout` is 5 s.
+    /// From explicit parts (tests, tools); `connect_timeout` is 5 s, `deepgram_keepalive` 4 s.
     pub fn new(
         transcribe: &TranscribeConfig,
         openai_api_key: Option<&Secret>,
@@ -72,6 +75,7 @@ impl BackendSettings {
             openai_api_key: openai_api_key.cloned(),
             openai_realtime_url: openai_realtime_url.to_string(),
             connect_timeout: Duration::from_secs(5),
+            deepgram_keepalive: deepgram::KEEPALIVE_AFTER,
         }
     }
 
