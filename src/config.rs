@@ -166,6 +166,10 @@ pub struct Config {
     /// On SIGTERM, how long calls in progress may continue before they are ended, seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 25)]
     pub shutdown_grace_secs: u64,
+    /// Runtime worker threads (default: the CPUs available). One thread wakes less often per
+    /// frame (cheaper at low load) but caps the relay at one core.
+    #[arg(long, env = "WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
 
     /// Live transcription of forked calls (`/transcribe-call`).
     #[command(flatten)]
@@ -278,6 +282,12 @@ impl Config {
             return Err(ConfigError {
                 variable: "TWILIO_API_KEY_SECRET",
                 reason: "TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET must be set together".into(),
+            });
+        }
+        if self.worker_threads.is_some_and(|n| !(1..=256).contains(&n)) {
+            return Err(ConfigError {
+                variable: "WORKER_THREADS",
+                reason: "must be between 1 and 256".into(),
             });
         }
         if self.max_concurrent_calls == 0 {
@@ -504,6 +514,14 @@ mod tests {
         assert!(parse_public_url("relay.example.com")
             .unwrap_err()
             .contains("PUBLIC_URL"));
+        for threads in [0, 257] {
+            let config = Config {
+                worker_threads: Some(threads),
+                ..Config::default()
+            };
+            let err = config.validate().unwrap_err();
+            assert_eq!(err.variable, "WORKER_THREADS", "{threads}");
+        }
     }
 
     #[test]

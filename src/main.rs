@@ -44,7 +44,19 @@ fn main() -> ExitCode {
         }
     }
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    let serve_config = match &cli.command {
+        None => Some(&cli.serve),
+        Some(Command::Serve(config)) => Some(config),
+        Some(_) => None,
+    };
+    // Out-of-range values are left to `Config::validate`, which names the variable.
+    if let Some(n) = serve_config.and_then(|c| c.worker_threads) {
+        if (1..=256).contains(&n) {
+            runtime.worker_threads(n);
+        }
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
