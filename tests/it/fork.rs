@@ -328,16 +328,21 @@ async fn bad_twilio_input_on_a_fork_is_counted_but_never_ends_it() {
     app.shutdown().await;
 }
 
-#[tokio::test]
-async fn whisper_uploads_one_wav_per_utterance_and_reports_finals_only() {
-    let whisper = FakeWhisper::spawn("sk-test-key").await;
+/// A relay whose forks go to the `whisper` backend at `whisper`.
+async fn whisper_app(whisper: &FakeWhisper) -> TestApp {
     let mut config = Config {
         openai_api_key: Some("sk-test-key".into()),
         ..Config::default()
     };
     config.transcribe.transcribe_backend = Backend::Whisper;
     config.transcribe.whisper_url = whisper.url();
-    let app = spawn_app(config).await;
+    spawn_app(config).await
+}
+
+#[tokio::test]
+async fn whisper_uploads_one_wav_per_utterance_and_reports_finals_only() {
+    let whisper = FakeWhisper::spawn("sk-test-key").await;
+    let app = whisper_app(&whisper).await;
     let (report, events) = fork_call(&app, fork_options(&app, "CAforkwhisper")).await;
     check_fork(&app, &report, &events);
     assert!(
@@ -370,13 +375,7 @@ async fn whisper_uploads_one_wav_per_utterance_and_reports_finals_only() {
 #[tokio::test]
 async fn whisper_finals_of_a_track_come_out_in_spoken_order_when_a_later_upload_answers_first() {
     let whisper = FakeWhisper::spawn_holding_first("sk-test-key", 2).await;
-    let mut config = Config {
-        openai_api_key: Some("sk-test-key".into()),
-        ..Config::default()
-    };
-    config.transcribe.transcribe_backend = Backend::Whisper;
-    config.transcribe.whisper_url = whisper.url();
-    let app = spawn_app(config).await;
+    let app = whisper_app(&whisper).await;
     let mut opts = fork_options(&app, "CAforkwhisperorder");
     opts.fork = Some(ForkTracks::Inbound);
     opts.clips = vec![clip("caller-hello.wav"), clip("caller-question.wav")];
