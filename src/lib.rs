@@ -17,6 +17,7 @@
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`twilio`]: Twilio protocols: Media Streams messages, TwiML, request signatures, the REST client.
 //! - [`realtime`]: OpenAI Realtime GA client/server events and the session shape.
+//! - `borrowed`: the serde helper both protocols' per-frame probes use to borrow optional strings.
 //! - [`upstream`]: opening the Realtime WebSocket (ws/wss, auth, timeout).
 //! - [`bridge`]: one call: the two relay tasks, playback tracking and barge-in.
 //! - [`records`]: call records (`/api/calls`), persisted beside the transcripts.
@@ -36,6 +37,7 @@ pub mod active;
 pub mod api;
 pub mod app;
 pub mod audio;
+mod borrowed;
 pub mod bridge;
 pub mod config;
 pub mod demo;

@@ -171,20 +171,10 @@ pub enum ServerEvent<'a> {
 pub struct EventProbe<'a> {
     #[serde(rename = "type", borrow)]
     pub kind: Cow<'a, str>,
-    #[serde(default, borrow, deserialize_with = "borrowed")]
+    #[serde(default, borrow, deserialize_with = "crate::borrowed::optional_str")]
     pub item_id: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "borrowed")]
+    #[serde(default, borrow, deserialize_with = "crate::borrowed::optional_str")]
     pub delta: Option<Cow<'a, str>>,
-}
-
-/// `Option<Cow<str>>` that borrows from the input (serde only borrows bare `Cow` fields).
-fn borrowed<'de, D>(d: D) -> Result<Option<Cow<'de, str>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    #[derive(Deserialize)]
-    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
-    Ok(Option::<Borrowed>::deserialize(d)?.map(|b| b.0))
 }
 
 /// `type` of an assistant audio chunk, the one event on the per-frame path.

@@ -31,7 +31,7 @@ pub mod config;
 mod connect;
 pub mod deepgram;
 pub mod fork;
-mod openai;
+pub(crate) mod openai;
 mod output;
 mod track;
 pub mod twiml;

@@ -44,7 +44,7 @@ pub(super) fn transcription_url(realtime_url: &str) -> String {
 }
 
 /// The `session` of the transcription `session.update`.
-pub(super) fn transcription_session(config: &TranscribeConfig) -> Session {
+pub(crate) fn transcription_session(config: &TranscribeConfig) -> Session {
     Session {
         kind: SessionKind::Transcription,
         model: None,

@@ -102,20 +102,15 @@ pub enum TwilioEvent<'a> {
 pub struct FrameProbe<'a> {
     #[serde(borrow)]
     pub event: Cow<'a, str>,
-    #[serde(rename = "streamSid", default, borrow, deserialize_with = "borrowed")]
+    #[serde(
+        rename = "streamSid",
+        default,
+        borrow,
+        deserialize_with = "crate::borrowed::optional_str"
+    )]
     pub stream_sid: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub media: Option<MediaIn<'a>>,
-}
-
-/// `Option<Cow<str>>` that borrows from the input (serde only borrows bare `Cow` fields).
-fn borrowed<'de, D>(d: D) -> Result<Option<Cow<'de, str>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    #[derive(Deserialize)]
-    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
-    Ok(Option::<Borrowed>::deserialize(d)?.map(|b| b.0))
 }
 
 /// Whether `s` is standard padded base64 (what Twilio sends), checked without decoding.

@@ -1,9 +1,8 @@
 //! Transcription sessions (`?intent=transcription`): VAD events and interim + final text, no replies.
 
 use super::*;
-use crate::realtime::session::{AudioConfig, AudioFormat, AudioInput, InputTranscription};
-use crate::realtime::session::{SessionKind, TurnDetection};
-use crate::realtime::Session;
+use crate::transcribe::config::TranscribeConfig;
+use crate::transcribe::openai::transcription_session;
 
 /// Connect as the relay's transcription backend does: no model, `intent=transcription`.
 async fn connect(fake: &FakeOpenAi) -> Client {
@@ -25,31 +24,12 @@ async fn connect(fake: &FakeOpenAi) -> Client {
 async fn transcription_sessions_send_interim_deltas_then_the_final_text_and_never_reply() {
     let fake = FakeOpenAi::spawn(fast()).await.unwrap();
     let mut client = connect(&fake).await;
-    let session = Session {
-        kind: SessionKind::Transcription,
-        model: None,
-        output_modalities: None,
-        instructions: None,
-        audio: Some(AudioConfig {
-            input: Some(AudioInput {
-                format: AudioFormat::pcmu(),
-                transcription: Some(InputTranscription {
-                    model: "gpt-4o-transcribe".into(),
-                    language: Some("en".into()),
-                }),
-                turn_detection: Some(TurnDetection::ServerVad {
-                    threshold: None,
-                    prefix_padding_ms: None,
-                    silence_duration_ms: Some(500),
-                    create_response: None,
-                    interrupt_response: None,
-                }),
-            }),
-            output: None,
-        }),
-        tools: None,
-        tool_choice: None,
+    // The session the relay's `openai` transcription backend sends.
+    let config = TranscribeConfig {
+        transcribe_language: Some("en".into()),
+        ..TranscribeConfig::default()
     };
+    let session = transcription_session(&config);
     client
         .send(&ClientEvent::SessionUpdate {
             session: Box::new(session),
