@@ -181,6 +181,17 @@ pub async fn serve(
 pub async fn run_server(config: Config) -> anyhow::Result<()> {
     use anyhow::Context;
     let config = config.validate()?;
+    if let Some(shutdown) = config.model_shutdown() {
+        tracing::warn!(
+            model = shutdown.model,
+            shutdown_date = shutdown.date,
+            replacement = shutdown.replacement,
+            "OPENAI_MODEL={} is announced for shutdown on {}: calls will stop being answered that day; set OPENAI_MODEL={}",
+            shutdown.model,
+            shutdown.date,
+            shutdown.replacement
+        );
+    }
     if config.openai_configured() {
         info!(url = %config.realtime_url(), model = %config.openai_model, "calls will be bridged to the Realtime API");
     } else {

@@ -10,12 +10,8 @@ use std::str::FromStr;
 
 use clap::{Args, ValueEnum};
 
-use crate::active::CallSettings;
-use crate::realtime::session::{
-    AudioConfig, AudioFormat, AudioInput, AudioOutput, InputTranscription, SessionKind, Tool,
-    TurnDetection,
-};
-use crate::realtime::Session;
+use crate::realtime::models::{self, ReasoningEffort};
+use crate::realtime::session::Tool;
 
 /// Default assistant prompt (`INSTRUCTIONS`).
 pub const DEFAULT_INSTRUCTIONS: &str = "You are a friendly, concise phone assistant. Keep answers short and conversational: the caller hears you over a phone line. If you do not know something, say so.";
@@ -89,9 +85,28 @@ pub struct Config {
     /// How long to wait for the Realtime API to accept the WebSocket, ms.
     #[arg(long, env = "OPENAI_CONNECT_TIMEOUT_MS", default_value_t = 5000)]
     pub openai_connect_timeout_ms: u64,
-    /// Realtime model.
-    #[arg(long, env = "OPENAI_MODEL", default_value = "gpt-realtime")]
+    /// Realtime model (see the README's model table; a model with an announced shutdown warns).
+    #[arg(long, env = "OPENAI_MODEL", default_value = models::DEFAULT_MODEL)]
     pub openai_model: String,
+    /// `reasoning.effort` for reasoning-capable models (the gpt-realtime-2 family):
+    /// minimal, low, medium, high or xhigh. Unset: the model's default.
+    #[arg(long, env = "REASONING_EFFORT", value_enum)]
+    pub reasoning_effort: Option<ReasoningEffort>,
+    /// Open a new Realtime session after this many seconds of one, at the first quiet moment
+    /// (sessions end at 60 minutes); 0: only renew when the API expires the session.
+    #[arg(long, env = "SESSION_RENEW_SECS", default_value_t = 3300)]
+    pub session_renew_secs: u64,
+    /// Longest call, seconds: then the assistant says goodbye and the call is hung up
+    /// (`max_duration`). 0: no limit. Twilio's own limit is 14400 (4 hours).
+    #[arg(long, env = "MAX_CALL_SECS", default_value_t = 14400)]
+    pub max_call_secs: u64,
+    /// Seconds of caller silence (after the assistant finished speaking) before the assistant
+    /// asks whether the caller is still there. 0: off.
+    #[arg(long, env = "CALLER_IDLE_SECS", default_value_t = 0)]
+    pub caller_idle_secs: u64,
+    /// Prompts to a silent caller before the assistant says goodbye (`caller_idle`).
+    #[arg(long, env = "CALLER_IDLE_PROMPTS", default_value_t = 2)]
+    pub caller_idle_prompts: u32,
     /// Assistant voice (alloy, ash, ballad, coral, echo, sage, shimmer, verse, marin, cedar).
     #[arg(long, env = "VOICE", default_value = "marin")]
     pub voice: String,
@@ -230,6 +245,36 @@ impl Config {
                 reason: "must not be empty".into(),
             });
         }
+        if let Some(effort) = self.reasoning_effort {
+            if !models::supports_reasoning(&self.openai_model) {
+                return Err(ConfigError {
+                    variable: "REASONING_EFFORT",
+                    reason: format!(
+                        "{effort} was given, but {} does not take reasoning.effort; use a model of the gpt-realtime-2 family (e.g. {}) or unset REASONING_EFFORT",
+                        self.openai_model,
+                        models::DEFAULT_MODEL
+                    ),
+                });
+            }
+        }
+        if self.session_renew_secs >= 3600 {
+            return Err(ConfigError {
+                variable: "SESSION_RENEW_SECS",
+                reason: "must be below 3600: Realtime sessions end at 60 minutes (0 turns proactive renewal off)".into(),
+            });
+        }
+        if self.caller_idle_secs > 600 {
+            return Err(ConfigError {
+                variable: "CALLER_IDLE_SECS",
+                reason: "must be at most 600 seconds (0 turns idle prompts off)".into(),
+            });
+        }
+        if self.caller_idle_prompts > 10 {
+            return Err(ConfigError {
+                variable: "CALLER_IDLE_PROMPTS",
+                reason: "must be at most 10".into(),
+            });
+        }
         if self.voice.trim().is_empty() {
             return Err(ConfigError {
                 variable: "VOICE",
@@ -322,7 +367,12 @@ impl Config {
         self.openai_api_key.is_some()
     }
 
-    /// The upstream URL with the model query: `…/v1/realtime?model=gpt-realtime`.
+    /// The configured model's announced shutdown, if it has one.
+    pub fn model_shutdown(&self) -> Option<&'static models::Shutdown> {
+        models::shutdown_of(&self.openai_model)
+    }
+
+    /// The upstream URL with the model query: `…/v1/realtime?model=gpt-realtime-2.1`.
     pub fn realtime_url(&self) -> String {
         let sep = if self.openai_realtime_url.contains('?') {
             '&'
@@ -333,59 +383,6 @@ impl Config {
             "{}{sep}model={}",
             self.openai_realtime_url, self.openai_model
         )
-    }
-
-    /// The `session` for `session.update` with the configured defaults.
-    pub fn session(&self) -> Session {
-        self.session_for(&CallSettings::default())
-    }
-
-    /// The `session` for `session.update` (PROTOCOLS.md § OpenAI Realtime, client events), with
-    /// one call's overrides applied. Declares the built-in `end_call` tool.
-    pub fn session_for(&self, settings: &CallSettings) -> Session {
-        let turn_detection = match self.turn_detection {
-            TurnDetectionKind::ServerVad => TurnDetection::ServerVad {
-                threshold: Some(self.vad_threshold),
-                prefix_padding_ms: Some(self.vad_prefix_padding_ms),
-                silence_duration_ms: Some(self.vad_silence_duration_ms),
-                create_response: Some(true),
-                interrupt_response: Some(true),
-            },
-            TurnDetectionKind::SemanticVad => TurnDetection::SemanticVad {
-                eagerness: None,
-                create_response: Some(true),
-                interrupt_response: Some(true),
-            },
-        };
-        let transcription =
-            (!self.transcription_model.eq_ignore_ascii_case("none")).then(|| InputTranscription {
-                model: self.transcription_model.clone(),
-                language: None,
-            });
-        Session {
-            kind: SessionKind::Realtime,
-            model: Some(self.openai_model.clone()),
-            output_modalities: Some(vec!["audio".into()]),
-            instructions: Some(
-                settings
-                    .instructions
-                    .clone()
-                    .unwrap_or_else(|| self.instructions.clone()),
-            ),
-            audio: Some(AudioConfig {
-                input: Some(AudioInput {
-                    format: AudioFormat::pcmu(),
-                    transcription,
-                    turn_detection: Some(turn_detection),
-                }),
-                output: Some(AudioOutput {
-                    format: AudioFormat::pcmu(),
-                    voice: Some(settings.voice.clone().unwrap_or_else(|| self.voice.clone())),
-                }),
-            }),
-            tools: Some(vec![end_call_tool()]),
-            tool_choice: Some("auto".into()),
-        }
     }
 }
 
@@ -475,8 +472,13 @@ mod tests {
         assert_eq!(c.openai_realtime_url, "wss://api.openai.com/v1/realtime");
         assert_eq!(
             c.realtime_url(),
-            "wss://api.openai.com/v1/realtime?model=gpt-realtime"
+            "wss://api.openai.com/v1/realtime?model=gpt-realtime-2.1"
         );
+        assert_eq!(c.reasoning_effort, None);
+        assert_eq!(c.session_renew_secs, 3300);
+        assert_eq!(c.max_call_secs, 14400);
+        assert_eq!(c.caller_idle_secs, 0);
+        assert_eq!(c.caller_idle_prompts, 2);
         assert_eq!(c.voice, "marin");
         assert_eq!(c.vad_threshold, 0.5);
         assert_eq!(c.transcription_model, "gpt-4o-mini-transcribe");
@@ -561,6 +563,35 @@ mod tests {
     }
 
     #[test]
+    fn reasoning_effort_is_refused_for_a_model_that_does_not_take_it() {
+        let ok = Config {
+            reasoning_effort: Some(ReasoningEffort::Low),
+            ..Config::default()
+        };
+        assert!(ok.validate().is_ok());
+        let bad = Config {
+            openai_model: "gpt-realtime-mini".into(),
+            reasoning_effort: Some(ReasoningEffort::Low),
+            ..Config::default()
+        };
+        let err = bad.validate().unwrap_err();
+        assert_eq!(err.variable, "REASONING_EFFORT");
+        assert!(err.reason.contains("gpt-realtime-mini"), "{err}");
+    }
+
+    #[test]
+    fn a_model_with_an_announced_shutdown_is_known() {
+        let old = Config {
+            openai_model: "gpt-realtime".into(),
+            ..Config::default()
+        };
+        let shutdown = old.model_shutdown().expect("gpt-realtime is announced");
+        assert_eq!(shutdown.date, "2027-01-20");
+        assert_eq!(shutdown.replacement, "gpt-realtime-2.1");
+        assert!(Config::default().model_shutdown().is_none());
+    }
+
+    #[test]
     fn e164_numbers_and_prefixes() {
         assert!(is_e164("+15551234567"));
         assert!(!is_e164("15551234567"));
@@ -584,15 +615,5 @@ mod tests {
         assert!(c.validates_signatures());
         c.twilio_validate_signature = false;
         assert!(!c.validates_signatures());
-    }
-
-    #[test]
-    fn transcription_none_disables_caller_transcription() {
-        let c = Config {
-            transcription_model: "none".into(),
-            ..Config::default()
-        };
-        let input = c.session().audio.unwrap().input.unwrap();
-        assert!(input.transcription.is_none());
     }
 }

@@ -23,6 +23,13 @@ pub struct Kind {
     pub kind: &'static str,
 }
 
+/// `trigger` label of `session_renewals_total`: `expired` (the API ended the session at its
+/// limit) or `proactive` (renewed at a quiet moment before the limit).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Trigger {
+    pub trigger: &'static str,
+}
+
 /// Every metric the relay exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -41,6 +48,8 @@ pub struct Metrics {
     pub frames_dropped: Counter,
     pub barge_ins: Counter,
     pub errors: Family<Kind, Counter>,
+    /// Realtime sessions replaced mid-call because of their maximum duration (not failures).
+    pub session_renewals: Family<Trigger, Counter>,
     /// Seconds from dialing the Realtime API to the open socket.
     pub upstream_connect: Histogram,
     /// Seconds from the caller's `speech_stopped` to the first assistant audio sent to Twilio.
@@ -71,6 +80,7 @@ impl Default for Metrics {
             frames_dropped: Counter::default(),
             barge_ins: Counter::default(),
             errors: Family::default(),
+            session_renewals: Family::default(),
             // 5 ms … ~10 s.
             upstream_connect: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
             // 50 ms … ~25 s.
@@ -97,6 +107,11 @@ impl Default for Metrics {
             m.barge_ins.clone(),
         );
         registry.register("errors", "Errors by kind", m.errors.clone());
+        registry.register(
+            "session_renewals",
+            "Realtime sessions renewed mid-call at their maximum duration, by trigger",
+            m.session_renewals.clone(),
+        );
         registry.register(
             "upstream_connect_seconds",
             "Time to open the Realtime API WebSocket",

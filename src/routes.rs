@@ -154,6 +154,11 @@ pub struct Health {
     pub openai_configured: bool,
     /// Twilio REST credentials are set (outbound calls, hang-up, numbers).
     pub twilio_configured: bool,
+    /// `OPENAI_MODEL`.
+    pub model: String,
+    /// The model's announced shutdown date (`YYYY-MM-DD`); absent for a current model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_shutdown_date: Option<String>,
 }
 
 /// Calls in progress and since start.
@@ -190,6 +195,8 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
         errors: stats.errors(),
         openai_configured: state.config.openai_configured(),
         twilio_configured: state.twilio.is_some(),
+        model: state.config.openai_model.clone(),
+        model_shutdown_date: state.config.model_shutdown().map(|s| s.date.to_string()),
     })
 }
 

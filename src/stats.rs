@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::metrics::{Kind, Metrics};
+use crate::metrics::{Kind, Metrics, Trigger};
 
 /// What went wrong, for `errors_total{kind}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +115,15 @@ impl Stats {
     /// A barge-in.
     pub fn barge_in(&self) {
         self.0.metrics.barge_ins.inc();
+    }
+
+    /// A Realtime session renewed mid-call: `expired` by the API, or `proactive` at a quiet moment.
+    pub fn session_renewed(&self, trigger: &'static str) {
+        self.0
+            .metrics
+            .session_renewals
+            .get_or_create(&Trigger { trigger })
+            .inc();
     }
 
     /// How long opening the upstream socket took.

@@ -51,6 +51,10 @@ pub enum EndReason {
     AssistantHungUp,
     /// `POST /api/calls/{sid}/hangup`.
     ApiHangup,
+    /// The call reached `MAX_CALL_SECS`: the assistant said goodbye and the call was hung up.
+    MaxDuration,
+    /// The caller stayed silent through `CALLER_IDLE_PROMPTS` prompts; the assistant said goodbye.
+    CallerIdle,
 }
 
 impl EndReason {
@@ -64,6 +68,8 @@ impl EndReason {
             EndReason::ServerShutdown => "server_shutdown",
             EndReason::AssistantHungUp => "assistant_hung_up",
             EndReason::ApiHangup => "api_hangup",
+            EndReason::MaxDuration => "max_duration",
+            EndReason::CallerIdle => "caller_idle",
         }
     }
 }
@@ -94,6 +100,9 @@ pub struct Transcript {
     /// Times the Realtime API dropped mid-call and the relay reconnected (omitted when 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub upstream_reconnects: u32,
+    /// Times the Realtime session reached its maximum duration and was renewed (omitted when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub session_renewals: u32,
     /// Turns whose text has not arrived yet, by Realtime item id.
     #[serde(skip)]
     pending: HashMap<String, Turn>,
@@ -112,6 +121,7 @@ impl Transcript {
             end_reason: None,
             turns: Vec::new(),
             upstream_reconnects: 0,
+            session_renewals: 0,
             pending: HashMap::new(),
         }
     }
@@ -164,6 +174,16 @@ impl Transcript {
         }
         self.insert(turn);
         true
+    }
+
+    /// Whether a turn of `role` has begun and its text not yet arrived.
+    pub fn has_pending(&self, role: Role) -> bool {
+        self.pending.values().any(|t| t.role == role)
+    }
+
+    /// Forget a pending turn whose text will never come (its transcription failed).
+    pub fn discard(&mut self, item_id: &str) {
+        self.pending.remove(item_id);
     }
 
     /// Mark the call ended; pending turns with partial text are kept, not lost.
@@ -273,6 +293,8 @@ mod tests {
             EndReason::ApiHangup,
             EndReason::AssistantHungUp,
             EndReason::UpstreamClosed,
+            EndReason::MaxDuration,
+            EndReason::CallerIdle,
         ] {
             assert_eq!(serde_json::to_value(reason).unwrap(), reason.as_str());
         }

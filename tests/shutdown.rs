@@ -30,6 +30,8 @@ struct Relay {
     dir: TempDir,
     /// JSON log lines from stderr, as they come.
     lines: mpsc::UnboundedReceiver<Value>,
+    /// The log lines before "listening".
+    startup: Vec<Value>,
     exit: Option<oneshot::Receiver<std::io::Result<ExitStatus>>>,
     exited: Arc<AtomicBool>,
 }
@@ -37,6 +39,11 @@ struct Relay {
 impl Relay {
     /// Start `serve` with only the environment given here (plus PATH and HOME), bridging to `fake`.
     async fn start(fake: &FakeOpenAi, grace_secs: u64) -> Relay {
+        Self::start_with(fake, grace_secs, &[]).await
+    }
+
+    /// [`Relay::start`] with more environment variables.
+    async fn start_with(fake: &FakeOpenAi, grace_secs: u64, env: &[(&str, &str)]) -> Relay {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_twilio-realtime-relay"))
             .arg("serve")
@@ -51,6 +58,7 @@ impl Relay {
             .env("SHUTDOWN_GRACE_SECS", grace_secs.to_string())
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             // No `.env` from the developer's checkout.
             .current_dir(dir.path())
             .stdin(Stdio::null())
@@ -77,12 +85,17 @@ impl Relay {
             flag.store(true, Ordering::SeqCst);
             let _ = exit_tx.send(status);
         });
-        let listening = next_line(&mut lines, Duration::from_secs(10), |l| {
-            l["message"]
+        let mut startup = Vec::new();
+        let listening = loop {
+            let line = next_line(&mut lines, Duration::from_secs(10), |_| true).await;
+            if line["message"]
                 .as_str()
                 .is_some_and(|m| m.starts_with("listening"))
-        })
-        .await;
+            {
+                break line;
+            }
+            startup.push(line);
+        };
         let addr = listening["addr"]
             .as_str()
             .and_then(|a| a.parse().ok())
@@ -92,6 +105,7 @@ impl Relay {
             addr,
             dir,
             lines,
+            startup,
             exit: Some(exit),
             exited,
         }
@@ -166,11 +180,22 @@ async fn next_line(
 
 /// `POST path` with a form body over a fresh connection; returns the status and the body.
 async fn post_form(addr: SocketAddr, path: &str, form: &str) -> (u16, String) {
-    let mut tcp = TcpStream::connect(addr).await.expect("connect");
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
         form.len()
     );
+    exchange(addr, &request).await
+}
+
+/// `GET path` over a fresh connection; returns the status and the body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    exchange(addr, &request).await
+}
+
+/// Send one HTTP/1.1 request and read the whole response (at most 5 s).
+async fn exchange(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
     tcp.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut response))
@@ -318,4 +343,28 @@ async fn a_call_that_ends_during_the_grace_period_lets_the_relay_exit_early() {
     );
     let t = relay.transcript(&report.call_sid);
     assert_eq!(t["end_reason"], "caller_hung_up", "{t:#}");
+}
+
+#[tokio::test]
+async fn a_model_announced_for_shutdown_is_named_at_start_up_and_in_health() {
+    let fake = FakeOpenAi::spawn(FakeOptions::default()).await.unwrap();
+    let mut relay = Relay::start_with(&fake, 1, &[("OPENAI_MODEL", "gpt-realtime-mini")]).await;
+    let warning = relay
+        .startup
+        .iter()
+        .find(|l| l["level"] == "WARN" && l["model"] == "gpt-realtime-mini")
+        .unwrap_or_else(|| panic!("no shutdown warning in {:#?}", relay.startup));
+    assert_eq!(warning["shutdown_date"], "2027-01-20");
+    assert_eq!(warning["replacement"], "gpt-realtime-2.1-mini");
+    let (status, body) = get(relay.addr, "/health").await;
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["model"], "gpt-realtime-mini");
+    assert_eq!(health["model_shutdown_date"], "2027-01-20");
+    relay.sigterm();
+    assert!(relay
+        .exit_within(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .success());
 }

@@ -236,7 +236,8 @@ enum Wake {
 /// Run the Twilio → OpenAI side for one upstream session: until Twilio stops or fails (the call
 /// ends), the upstream socket fails (only `session` is cancelled, so the supervisor can
 /// reconnect), or `session` is cancelled. Also sends the upstream writes the outbound task asks
-/// for. Closes the upstream socket on exit and hands the Twilio reader back.
+/// for. Closes the upstream socket on exit and hands back the Twilio reader and the caller audio
+/// not yet sent (the next session gets it).
 pub(super) async fn run(
     mut inbound: Inbound,
     mut twilio_rx: SplitStream<WebSocket>,
@@ -244,7 +245,7 @@ pub(super) async fn run(
     mut from_outbound: mpsc::Receiver<String>,
     ctx: CallCtx,
     session: CancellationToken,
-) -> (Inbound, SplitStream<WebSocket>) {
+) -> (Inbound, SplitStream<WebSocket>, VecDeque<String>) {
     let mut audio: VecDeque<String> = VecDeque::with_capacity(UPSTREAM_QUEUE_FRAMES);
     let mut control: VecDeque<String> = VecDeque::new();
     let mut unflushed = false;
@@ -332,5 +333,5 @@ pub(super) async fn run(
         let _ = upstream_tx.close().await;
     })
     .await;
-    (inbound, twilio_rx)
+    (inbound, twilio_rx, audio)
 }

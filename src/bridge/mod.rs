@@ -7,17 +7,23 @@
 //! [`playback`] tracks what the caller has heard (marks, barge-in cuts), `session` sets the
 //! Realtime session up (`start`, `session.update`, greeting, resume) and `ending` carries out the
 //! assistant's `end_call`.
-//! When the call ends (Twilio stops or drops, the assistant or the API hangs up, shutdown) the
-//! first reason is recorded and both tasks stop; when only the upstream session fails, they hand
-//! their state back and the supervisor reconnects once, seeding the new session with the
-//! conversation so far. At the end the supervisor closes Twilio's socket and finalizes the record,
-//! the transcript and the event feed. The active-call guard lives as long as the supervisor.
+//! When the call ends (Twilio stops or drops, a goodbye has played, the API hangs up, shutdown)
+//! the first reason is recorded and both tasks stop. When only the upstream session ends, they
+//! hand their state back (with the caller audio not yet sent) and the supervisor opens the next
+//! session, seeding it with the conversation so far: as often as the call needs when the session
+//! reached its maximum duration (`renewal`), once per call when it failed. At the end the
+//! supervisor closes Twilio's socket and finalizes the record, the transcript and the event feed.
+//! The active-call guard lives as long as the supervisor.
 
 mod ending;
+mod idle;
 mod inbound;
 mod outbound;
 pub mod playback;
+mod renewal;
 mod session;
+
+pub use session::{call_session, transcribes_caller};
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -39,6 +45,7 @@ use crate::transcript::{EndReason, Transcript};
 use crate::upstream::{self, UpstreamSocket};
 use inbound::{Inbound, Step};
 use outbound::Outbound;
+use renewal::SessionEnd;
 
 /// Caller audio kept while the upstream socket opens: 500 frames = 10 s. Beyond that the oldest
 /// frames are dropped (and counted): the caller is not hearing anyone yet anyway.
@@ -114,6 +121,21 @@ struct Sides {
     twilio_rx: SplitStream<WebSocket>,
     out: Outbound,
     from_inbound: mpsc::Receiver<ToOutbound>,
+    /// Caller audio read but not yet sent when the last session ended.
+    unsent: VecDeque<String>,
+}
+
+/// How many upstream sessions a call has had, and why each one after the first was opened.
+#[derive(Debug, Default)]
+struct Sessions {
+    /// Sessions that started serving.
+    opened: u32,
+    /// Real failures (drops, refused connects): one reconnect per call.
+    failures: u32,
+    /// Reconnects after a failure.
+    reconnects: u32,
+    /// Sessions replaced at their maximum duration (not failures).
+    renewals: u32,
 }
 
 async fn supervise(socket: WebSocket, app: AppState) {
@@ -129,49 +151,70 @@ async fn supervise(socket: WebSocket, app: AppState) {
         twilio_rx,
         out: Outbound::new(ctx.clone(), twilio_tx),
         from_inbound,
+        unsent: VecDeque::new(),
     };
     let mut early: VecDeque<String> = VecDeque::new();
-    let mut sessions = 0u32;
+    let mut count = Sessions::default();
+    // A socket opened in advance by a renewal.
+    let mut next: Option<UpstreamSocket> = None;
     loop {
-        // Open the upstream socket while Twilio keeps talking: on the first session that saves
-        // a round trip before `start`; on a reconnect it keeps the caller's audio.
-        let Some(result) =
-            connect_while_listening(&mut sides.inbound, &mut sides.twilio_rx, &mut early, &ctx)
+        let socket = match next.take() {
+            Some(socket) => socket,
+            None => {
+                // Open the upstream socket while Twilio keeps talking: on the first session that
+                // saves a round trip before `start`; later it keeps the caller's audio.
+                let Some(result) = connect_while_listening(
+                    &mut sides.inbound,
+                    &mut sides.twilio_rx,
+                    &mut early,
+                    &ctx,
+                )
                 .await
-        else {
-            break;
-        };
-        let (socket, took) = match result {
-            Ok(connected) => connected,
-            Err(e) => {
-                app.stats.error(ErrorKind::UpstreamConnect);
-                if sessions == 0 {
-                    wait_for_start(&mut sides.inbound, &mut sides.twilio_rx).await;
+                else {
+                    break;
+                };
+                match result {
+                    Ok((socket, took)) => {
+                        app.stats.upstream_connected(took);
+                        info!(
+                            connect_ms = took.as_millis() as u64,
+                            session = count.opened + 1,
+                            "Realtime API connected"
+                        );
+                        socket
+                    }
+                    Err(e) => {
+                        app.stats.error(ErrorKind::UpstreamConnect);
+                        count.failures += 1;
+                        if count.opened == 0 {
+                            wait_for_start(&mut sides.inbound, &mut sides.twilio_rx).await;
+                        }
+                        if count.opened == 0 || count.failures >= 2 {
+                            error!(error = %e, "could not open the Realtime API session; closing the stream so Twilio plays the fallback");
+                            ctx.end(EndReason::UpstreamError);
+                            break;
+                        }
+                        warn!(error = %e, "could not open the next Realtime API session; trying once more");
+                        continue;
+                    }
                 }
-                error!(error = %e, "could not open the Realtime API session; closing the stream so Twilio plays the fallback");
+            }
+        };
+        let (mut upstream_tx, upstream_rx) = socket.split();
+        let setup = sides.out.session_setup(count.opened > 0);
+        if let Err(e) = send_all(&mut upstream_tx, setup, &early).await {
+            app.stats.error(ErrorKind::UpstreamSocket);
+            count.failures += 1;
+            if count.failures >= 2 {
+                error!(error = %e, "could not configure the Realtime session; closing the stream so Twilio plays the fallback");
                 ctx.end(EndReason::UpstreamError);
                 break;
             }
-        };
-        app.stats.upstream_connected(took);
-        info!(
-            connect_ms = took.as_millis() as u64,
-            reconnect = sessions > 0,
-            "Realtime API connected"
-        );
-        let (mut upstream_tx, upstream_rx) = socket.split();
-        let mut setup = vec![sides.out.session_update()];
-        if sessions > 0 {
-            setup.extend(sides.out.resume());
+            warn!(error = %e, "could not configure the Realtime session; opening another");
+            continue;
         }
-        setup.extend(early.drain(..));
-        if let Err(e) = send_all(&mut upstream_tx, setup).await {
-            app.stats.error(ErrorKind::UpstreamConnect);
-            error!(error = %e, "could not configure the Realtime session; closing the stream");
-            ctx.end(EndReason::UpstreamError);
-            break;
-        }
-        sessions += 1;
+        early.clear();
+        count.opened += 1;
         sides = match run_session(sides, upstream_tx, upstream_rx, &ctx).await {
             Some(sides) => sides,
             None => {
@@ -183,27 +226,42 @@ async fn supervise(socket: WebSocket, app: AppState) {
             ctx.end(EndReason::ServerShutdown); // keeps an earlier reason
             break;
         }
-        // The upstream session failed while the call is still up: reconnect once.
-        let failure = sides
-            .out
-            .upstream_failure
-            .take()
-            .unwrap_or(EndReason::UpstreamError);
-        if sessions >= 2 {
-            error!(
-                ?failure,
-                "the Realtime API dropped again; closing the stream so Twilio plays the fallback"
-            );
-            ctx.end(failure);
-            break;
+        early.extend(sides.unsent.drain(..));
+        match sides.out.session_end.take() {
+            Some(SessionEnd::Renewed(socket)) => {
+                count.renewals += 1;
+                app.stats.session_renewed("proactive");
+                next = Some(socket);
+            }
+            Some(SessionEnd::Expired { next: socket }) => {
+                count.renewals += 1;
+                app.stats.session_renewed("expired");
+                next = socket;
+            }
+            Some(SessionEnd::Failed(failure)) => {
+                count.failures += 1;
+                if count.failures >= 2 {
+                    error!(
+                        end_reason = failure.as_str(),
+                        "the Realtime API dropped again; closing the stream so Twilio plays the fallback"
+                    );
+                    ctx.end(failure);
+                    break;
+                }
+                count.reconnects += 1;
+                warn!(
+                    end_reason = failure.as_str(),
+                    "the Realtime API dropped mid-call; reconnecting once with the conversation so far"
+                );
+            }
+            None => {
+                ctx.end(EndReason::UpstreamError);
+                break;
+            }
         }
-        warn!(
-            ?failure,
-            "the Realtime API dropped mid-call; reconnecting once with the conversation so far"
-        );
     }
     close_within_a_second(sides.out.close_twilio()).await;
-    finish(app, ctx, sides, started, sessions.saturating_sub(1)).await;
+    finish(app, ctx, sides, started, count).await;
 }
 
 /// Run the two tasks for one upstream session; they stop when the call ends or the session
@@ -220,6 +278,7 @@ async fn run_session(
         twilio_rx,
         mut out,
         from_inbound,
+        ..
     } = sides;
     let session = ctx.cancel().child_token();
     let (to_upstream, from_outbound) = mpsc::channel(CHANNEL_CAPACITY);
@@ -240,11 +299,12 @@ async fn run_session(
     let outbound_task =
         calls.spawn(outbound::run(out, upstream_rx, from_inbound, session).instrument(span));
     match tokio::join!(inbound_task, outbound_task) {
-        (Ok((inbound, twilio_rx)), Ok((out, from_inbound))) => Some(Sides {
+        (Ok((inbound, twilio_rx, unsent)), Ok((out, from_inbound))) => Some(Sides {
             inbound,
             twilio_rx,
             out,
             from_inbound,
+            unsent,
         }),
         (inbound, outbound) => {
             error!(inbound = ?inbound.err(), outbound = ?outbound.err(), "a call task failed");
@@ -315,18 +375,26 @@ async fn wait_for_start(inbound: &mut Inbound, twilio_rx: &mut SplitStream<WebSo
     .await;
 }
 
+/// The session's setup events, then the caller audio kept for it (left in place on failure, so
+/// the next attempt still has it).
 async fn send_all(
     upstream_tx: &mut SplitSink<UpstreamSocket, tungstenite::Message>,
-    messages: Vec<String>,
+    setup: Vec<String>,
+    audio: &VecDeque<String>,
 ) -> Result<(), tungstenite::Error> {
-    for json in messages {
+    for json in setup {
         upstream_tx.feed(tungstenite::Message::text(json)).await?;
+    }
+    for json in audio {
+        upstream_tx
+            .feed(tungstenite::Message::text(json.clone()))
+            .await?;
     }
     upstream_tx.flush().await
 }
 
 /// The call is over: record, transcript, event feed, summary line.
-async fn finish(app: AppState, ctx: CallCtx, sides: Sides, started: Instant, reconnects: u32) {
+async fn finish(app: AppState, ctx: CallCtx, sides: Sides, started: Instant, count: Sessions) {
     let reason = ctx.handle.reason().unwrap_or(EndReason::ServerShutdown);
     let Sides { inbound, out, .. } = sides;
     if let Some(call) = &inbound.call {
@@ -352,7 +420,8 @@ async fn finish(app: AppState, ctx: CallCtx, sides: Sides, started: Instant, rec
         .clone()
         .or_else(|| inbound.call.as_ref().map(CallInfo::transcript));
     if let Some(mut t) = transcript {
-        t.upstream_reconnects = reconnects;
+        t.upstream_reconnects = count.reconnects;
+        t.session_renewals = count.renewals;
         t.finish(reason);
         app.events.publish(
             &t.call_sid,
@@ -372,7 +441,7 @@ async fn finish(app: AppState, ctx: CallCtx, sides: Sides, started: Instant, rec
     let mut latencies = out.latencies_ms.clone();
     latencies.sort_unstable();
     info!(
-        end_reason = ?reason,
+        end_reason = reason.as_str(),
         duration_ms = started.elapsed().as_millis() as u64,
         frames_in = inbound.frames_in,
         frames_dropped = inbound.frames_dropped,
@@ -380,7 +449,8 @@ async fn finish(app: AppState, ctx: CallCtx, sides: Sides, started: Instant, rec
         barge_ins = out.barge_ins,
         response_latency_p50_ms = ?latencies.get(latencies.len() / 2),
         response_latency_max_ms = ?latencies.last(),
-        upstream_reconnects = reconnects,
+        upstream_reconnects = count.reconnects,
+        session_renewals = count.renewals,
         ignored_messages = inbound.ignored + out.ignored,
         "call ended"
     );

@@ -5,8 +5,9 @@
 //! `input_audio_buffer.speech_started` while audio is unplayed → Twilio `clear` +
 //! `conversation.item.truncate` at what the caller heard (see [`super::playback`]). The session's
 //! `interrupt_response` cancels the response itself, so no `response.cancel` is sent. The
-//! `end_call` tool is handled in [`super::ending`], session setup (`start`, `session.update`, the
-//! greeting, resuming after a reconnect) in [`super::session`].
+//! `end_call` tool and the relay's own goodbyes are handled in [`super::ending`], session setup
+//! (`start`, `session.update`, the greeting, resuming after a reconnect) in [`super::session`],
+//! session renewal in [`super::renewal`] and silent callers in [`super::idle`].
 
 use std::time::Instant;
 
@@ -20,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
 use super::ending::Ending;
+use super::idle::IdleWatch;
 use super::playback::Playback;
+use super::renewal::{CallerTurn, FollowUp, Renewal, SessionEnd, SESSION_EXPIRED};
 use super::{CallCtx, ToOutbound};
 use crate::active::CallSettings;
 use crate::events::CallEvent;
@@ -37,8 +40,8 @@ pub(super) struct Outbound {
     twilio_tx: SplitSink<WebSocket, Message>,
     /// Writes for the current upstream session (the inbound task sends them).
     pub(super) to_upstream: mpsc::Sender<String>,
-    /// Set when the upstream session failed while the call was still up.
-    pub(super) upstream_failure: Option<EndReason>,
+    /// Why the upstream session ended while the call was still up (renewal or failure).
+    pub(super) session_end: Option<SessionEnd>,
     pub(super) playback: Playback,
     pub(super) stream_sid: Option<String>,
     /// Builds this stream's `media` commands (set with `stream_sid`).
@@ -56,6 +59,21 @@ pub(super) struct Outbound {
     pub(super) ending: Option<Ending>,
     /// When the caller last stopped speaking, until the reply's first audio is sent.
     pub(super) speech_stopped_at: Option<Instant>,
+    /// A response is in progress (`response.created` without `response.done`).
+    pub(super) response_active: bool,
+    /// The caller's turn, as the server's turn detection reports it.
+    pub(super) caller_turn: CallerTurn,
+    /// The session transcribes the caller, so a caller turn is not over until its text arrives.
+    pub(super) transcribes_caller: bool,
+    /// The API sent `session_expired`: this session is over.
+    pub(super) session_expired: bool,
+    /// What the next session must do for the turn an expiry interrupted.
+    pub(super) follow_up: FollowUp,
+    /// When to ask a renewed session to answer if it has heard no speech ([`FollowUp`]).
+    pub(super) follow_up_at: Option<tokio::time::Instant>,
+    /// When the call reaches `MAX_CALL_SECS` (set on Twilio's `start`).
+    pub(super) max_call_at: Option<tokio::time::Instant>,
+    pub(super) idle: IdleWatch,
     /// Response latencies of this call, ms.
     pub latencies_ms: Vec<u64>,
     /// Audio chunks sent to Twilio.
@@ -67,11 +85,16 @@ pub(super) struct Outbound {
 impl Outbound {
     /// Outbound state for a new call; `to_upstream` is set per upstream session.
     pub fn new(ctx: CallCtx, twilio_tx: SplitSink<WebSocket, Message>) -> Self {
+        let config = &ctx.app.config;
+        let (transcribes_caller, idle) = (
+            super::session::transcribes_caller(config),
+            IdleWatch::new(config),
+        );
         Outbound {
             ctx,
             twilio_tx,
             to_upstream: mpsc::channel(1).0,
-            upstream_failure: None,
+            session_end: None,
             playback: Playback::default(),
             stream_sid: None,
             media_json: None,
@@ -83,6 +106,14 @@ impl Outbound {
             muted_item: None,
             ending: None,
             speech_stopped_at: None,
+            response_active: false,
+            caller_turn: CallerTurn::Quiet,
+            transcribes_caller,
+            session_expired: false,
+            follow_up: FollowUp::None,
+            follow_up_at: None,
+            max_call_at: None,
+            idle,
             latencies_ms: Vec::new(),
             frames_out: 0,
             barge_ins: 0,
@@ -131,9 +162,23 @@ impl Outbound {
                 if let Some(t) = self.transcript.as_mut() {
                     t.begin(&item_id, Role::Caller, Utc::now());
                 }
+                self.caller_turn = CallerTurn::Speaking;
+                self.follow_up_at = None;
+                self.caller_spoke().await;
                 self.barge_in().await?;
             }
-            ServerEvent::SpeechStopped { .. } => self.speech_stopped_at = Some(Instant::now()),
+            ServerEvent::SpeechStopped { .. } => {
+                self.speech_stopped_at = Some(Instant::now());
+                self.caller_turn = CallerTurn::Stopped;
+            }
+            ServerEvent::TimeoutTriggered { .. } => self.server_idle_prompt().await,
+            ServerEvent::ResponseCreated { response } => {
+                self.response_active = true;
+                self.caller_turn = CallerTurn::Quiet;
+                if let Some(ending) = self.ending.as_mut() {
+                    ending.response_created(&response.id);
+                }
+            }
             ServerEvent::SessionUpdated { .. } => {
                 debug!("session updated");
                 self.pending_updates = self.pending_updates.saturating_sub(1);
@@ -161,15 +206,24 @@ impl Outbound {
                     .await
             }
             ServerEvent::InputTranscriptionFailed { item_id, error } => {
+                if let Some(t) = self.transcript.as_mut() {
+                    t.discard(&item_id);
+                }
                 warn!(%item_id, message = %error.message, "caller transcription failed");
             }
             ServerEvent::OutputAudioDone { .. } => self.mark_tail().await?,
             ServerEvent::ResponseDone { response } => {
+                self.response_active = false;
                 self.mark_tail().await?;
                 debug!(id = %response.id, status = %response.status, "response done");
                 if let Some(ending) = self.ending.as_mut() {
                     ending.response_done(&response.id);
                 }
+            }
+            ServerEvent::Error { error } if error.code.as_deref() == Some(SESSION_EXPIRED) => {
+                // Not a failure: the session reached its maximum duration (see `renewal`).
+                self.expired();
+                self.session_expired = true;
             }
             ServerEvent::Error { error } => {
                 self.ctx.app.stats.error(ErrorKind::UpstreamEvent);
@@ -319,8 +373,8 @@ impl Outbound {
 }
 
 /// Run the OpenAI → Twilio side for one upstream session: until the call ends (Twilio's socket
-/// fails, the assistant hangs up, or the call is cancelled) or the upstream session fails (then
-/// only `session` is cancelled and `upstream_failure` says why, so the supervisor can reconnect).
+/// fails, a goodbye has played, or the call is cancelled) or the session does (then only
+/// `session` is cancelled and `session_end` says why: renewal or failure, for the supervisor).
 pub(super) async fn run(
     mut out: Outbound,
     mut upstream_rx: SplitStream<UpstreamSocket>,
@@ -331,21 +385,40 @@ pub(super) async fn run(
     // One cancellation future for the whole session, not a new one per upstream frame.
     let cancelled = session.cancelled();
     tokio::pin!(cancelled);
-    let upstream_failure = loop {
-        if out.ending.as_ref().is_some_and(|e| e.ready(&out.playback)) {
-            out.hang_up().await;
-            ctx.end(EndReason::AssistantHungUp);
+    let mut renewal = Renewal::new(ctx.app.config.session_renew_secs);
+    let session_end = loop {
+        if let Some(reason) = out
+            .ending
+            .as_ref()
+            .filter(|e| e.ready(&out.playback))
+            .map(Ending::reason)
+        {
+            out.hang_up(reason).await;
+            ctx.end(reason);
             break None;
         }
-        let deadline = out.ending.as_ref().map(Ending::deadline);
+        if out.session_expired {
+            break Some(SessionEnd::Expired {
+                next: renewal.ready.take(),
+            });
+        }
+        if out.idle.enabled() {
+            out.idle.observe(out.quiet());
+        }
+        if renewal.ready.is_some() && out.quiet() {
+            info!("switching to the next Realtime session at a quiet moment");
+            break renewal.ready.take().map(SessionEnd::Renewed);
+        }
+        let ending_deadline = out.ending.as_ref().map(Ending::deadline);
         tokio::select! {
             // Cancellation first: a close caused by the call ending is not an upstream failure.
             biased;
             _ = &mut cancelled => break None,
-            _ = sleep_until_opt(deadline) => {
+            _ = sleep_until_opt(ending_deadline) => {
                 warn!("the goodbye did not finish playing in time; hanging up now");
-                out.hang_up().await;
-                ctx.end(EndReason::AssistantHungUp);
+                let reason = out.ending.as_ref().map_or(EndReason::AssistantHungUp, Ending::reason);
+                out.hang_up(reason).await;
+                ctx.end(reason);
                 break None;
             }
             Some(msg) = from_inbound.recv() => out.on_inbound(msg).await,
@@ -358,8 +431,9 @@ pub(super) async fn run(
                     }
                 }
                 Some(Ok(tungstenite::Message::Close(frame))) => {
+                    ctx.app.stats.error(ErrorKind::UpstreamSocket);
                     info!(?frame, "the Realtime API closed the session");
-                    break Some(EndReason::UpstreamClosed);
+                    break Some(SessionEnd::Failed(EndReason::UpstreamClosed));
                 }
                 Some(Ok(tungstenite::Message::Binary(_))) => {
                     out.ignored += 1;
@@ -370,14 +444,22 @@ pub(super) async fn run(
                 Some(Err(e)) => {
                     ctx.app.stats.error(ErrorKind::UpstreamSocket);
                     warn!(error = %e, "the Realtime API socket failed");
-                    break Some(EndReason::UpstreamError);
+                    break Some(SessionEnd::Failed(EndReason::UpstreamError));
                 }
-                None => break Some(EndReason::UpstreamClosed),
+                None => {
+                    ctx.app.stats.error(ErrorKind::UpstreamSocket);
+                    break Some(SessionEnd::Failed(EndReason::UpstreamClosed));
+                }
             },
+            _ = sleep_until_opt(renewal.due()) => renewal.start(&ctx.app),
+            result = renewal.opened(), if renewal.opening() => renewal.settle(&ctx.app, result),
+            _ = sleep_until_opt(out.max_call_at) => out.max_duration_reached().await,
+            _ = sleep_until_opt(out.idle.deadline()) => out.idle_timeout().await,
+            _ = sleep_until_opt(out.follow_up_at) => out.follow_up().await,
         }
     };
-    if upstream_failure.is_some() {
-        out.upstream_failure = upstream_failure;
+    if session_end.is_some() {
+        out.session_end = session_end;
         session.cancel();
     }
     (out, from_inbound)

@@ -1,16 +1,88 @@
 //! One call's Realtime session setup: Twilio's `start` (record, registry entry, per-call
-//! overrides), the `session.update`s (`PROTOCOLS.md` § "OpenAI Realtime API — GA only"), the
-//! greeting once every update is applied, and the conversation handed to a new session after a
-//! reconnect.
+//! overrides), the `session` of every `session.update` (`PROTOCOLS.md` § "OpenAI Realtime API —
+//! GA only"), the greeting once every update is applied, and the conversation handed to a new
+//! session after a reconnect or a renewal.
 
+use tokio::time::Instant;
 use tracing::info;
 
 use super::outbound::Outbound;
+use super::renewal::{CallerTurn, FollowUp, FOLLOW_UP_AFTER};
 use super::CallInfo;
+use crate::active::CallSettings;
+use crate::config::{end_call_tool, Config, TurnDetectionKind};
 use crate::realtime::client::{ContentPart, Item};
-use crate::realtime::ClientEvent;
+use crate::realtime::session::{
+    AudioConfig, AudioFormat, AudioInput, AudioOutput, InputTranscription, Reasoning, SessionKind,
+    TurnDetection,
+};
+use crate::realtime::{ClientEvent, Session};
 use crate::records::CallRecord;
 use crate::twilio::media::MediaJson;
+
+/// The `session` of a call's `session.update`: the configuration with one call's overrides.
+/// Declares the built-in `end_call` tool; `idle_timeout_ms` (server VAD only, ms) asks the server
+/// to prompt a silent caller. Shape: `PROTOCOLS.md` § "OpenAI Realtime API — GA only", client events.
+pub fn call_session(
+    config: &Config,
+    settings: &CallSettings,
+    idle_timeout_ms: Option<u64>,
+) -> Session {
+    let turn_detection = match config.turn_detection {
+        TurnDetectionKind::ServerVad => TurnDetection::ServerVad {
+            threshold: Some(config.vad_threshold),
+            prefix_padding_ms: Some(config.vad_prefix_padding_ms),
+            silence_duration_ms: Some(config.vad_silence_duration_ms),
+            create_response: Some(true),
+            interrupt_response: Some(true),
+            idle_timeout_ms,
+        },
+        TurnDetectionKind::SemanticVad => TurnDetection::SemanticVad {
+            eagerness: None,
+            create_response: Some(true),
+            interrupt_response: Some(true),
+        },
+    };
+    let transcription = transcribes_caller(config).then(|| InputTranscription {
+        model: config.transcription_model.clone(),
+        language: None,
+    });
+    Session {
+        kind: SessionKind::Realtime,
+        model: Some(config.openai_model.clone()),
+        output_modalities: Some(vec!["audio".into()]),
+        instructions: Some(
+            settings
+                .instructions
+                .clone()
+                .unwrap_or_else(|| config.instructions.clone()),
+        ),
+        audio: Some(AudioConfig {
+            input: Some(AudioInput {
+                format: AudioFormat::pcmu(),
+                transcription,
+                turn_detection: Some(turn_detection),
+            }),
+            output: Some(AudioOutput {
+                format: AudioFormat::pcmu(),
+                voice: Some(
+                    settings
+                        .voice
+                        .clone()
+                        .unwrap_or_else(|| config.voice.clone()),
+                ),
+            }),
+        }),
+        tools: Some(vec![end_call_tool()]),
+        tool_choice: Some("auto".into()),
+        reasoning: config.reasoning_effort.map(|effort| Reasoning { effort }),
+    }
+}
+
+/// Whether the session transcribes the caller (`TRANSCRIPTION_MODEL` is not `none`).
+pub fn transcribes_caller(config: &Config) -> bool {
+    !config.transcription_model.eq_ignore_ascii_case("none")
+}
 
 impl Outbound {
     /// Twilio's `start`: the call's record, registry entry, transcript and overrides.
@@ -44,6 +116,10 @@ impl Outbound {
         self.call_sid = Some(info.call_sid);
         self.media_json = Some(MediaJson::new(&info.stream_sid));
         self.stream_sid = Some(info.stream_sid);
+        let max_call_secs = self.ctx.app.config.max_call_secs;
+        if max_call_secs > 0 {
+            self.max_call_at = Some(Instant::now() + std::time::Duration::from_secs(max_call_secs));
+        }
         self.maybe_greet().await;
     }
 
@@ -71,39 +147,138 @@ impl Outbound {
     /// A `session.update` with this call's settings; counted until `session.updated` answers.
     pub(super) fn session_update(&mut self) -> String {
         self.pending_updates += 1;
-        let session = self.ctx.app.config.session_for(&self.settings);
+        let session = call_session(
+            &self.ctx.app.config,
+            &self.settings,
+            self.idle.server_timeout_ms(),
+        );
         ClientEvent::SessionUpdate {
             session: Box::new(session),
         }
         .to_json()
     }
 
-    /// After a reconnect: forget the old session's in-flight state and return the events that
-    /// give the new session the conversation so far (one system message with the transcript).
-    pub(super) fn resume(&mut self) -> Vec<String> {
-        self.muted_item = None;
-        self.ending = None;
-        self.speech_stopped_at = None;
-        let Some(t) = &self.transcript else {
-            return Vec::new();
-        };
-        if t.turns.is_empty() {
-            return Vec::new();
+    /// The first events of a new upstream session: its `session.update` and, when it replaces
+    /// another (`resumed`: a reconnect or a renewal), the conversation so far.
+    pub(super) fn session_setup(&mut self, resumed: bool) -> Vec<String> {
+        if resumed {
+            self.forget_session();
         }
-        let history: String = t
-            .turns
+        let mut setup = vec![self.session_update()];
+        if resumed {
+            setup.extend(self.resume());
+        }
+        setup
+    }
+
+    /// The old session's in-flight state means nothing to the new one. Audio already sent to
+    /// Twilio keeps playing (and `playback` keeps tracking it); an ending in progress still hangs
+    /// up once that audio has played, as its response cannot continue.
+    fn forget_session(&mut self) {
+        self.muted_item = None;
+        self.speech_stopped_at = None;
+        self.pending_updates = 0;
+        self.response_active = false;
+        self.caller_turn = CallerTurn::Quiet;
+        self.session_expired = false;
+        if let Some(ending) = self.ending.as_mut() {
+            ending.session_ended();
+        }
+    }
+
+    /// The events that give a new session the conversation so far (one system message with the
+    /// transcript) and, after an expiry mid-turn, what it takes to answer the caller.
+    fn resume(&mut self) -> Vec<String> {
+        let follow_up = std::mem::take(&mut self.follow_up);
+        let mut events = Vec::new();
+        let history: String = self
+            .transcript
             .iter()
+            .flat_map(|t| &t.turns)
             .map(|turn| format!("{}: {}\n", turn.role.label(), turn.text))
             .collect();
-        let text = format!(
-            "The call's connection to you was interrupted and has been restored. Continue the conversation naturally without mentioning it. The conversation so far:\n{history}"
-        );
-        vec![ClientEvent::ConversationItemCreate {
-            item: Item::Message {
-                role: "system".into(),
-                content: vec![ContentPart::InputText { text }],
-            },
+        if !history.is_empty() || follow_up != FollowUp::None {
+            let cut_off = if follow_up == FollowUp::None {
+                ""
+            } else {
+                " The caller may have been cut off mid-sentence: if you did not hear what they asked, ask them briefly to repeat it."
+            };
+            let text = format!(
+                "The call's connection to you was interrupted and has been restored. Continue the conversation naturally without mentioning it.{cut_off} The conversation so far:\n{history}"
+            );
+            events.push(
+                ClientEvent::ConversationItemCreate {
+                    item: Item::Message {
+                        role: "system".into(),
+                        content: vec![ContentPart::InputText { text }],
+                    },
+                }
+                .to_json(),
+            );
         }
-        .to_json()]
+        match follow_up {
+            FollowUp::None => {}
+            FollowUp::Respond => events.push(ClientEvent::ResponseCreate {}.to_json()),
+            FollowUp::RespondIfSilent => self.follow_up_at = Some(Instant::now() + FOLLOW_UP_AFTER),
+        }
+        events
+    }
+
+    /// The new session heard no speech since an expiry cut the caller off: ask it to answer.
+    pub(super) async fn follow_up(&mut self) {
+        self.follow_up_at = None;
+        if self.caller_turn == CallerTurn::Quiet && !self.response_active {
+            info!("no speech heard since the renewal: asking the new session to answer the caller");
+            self.upstream(ClientEvent::ResponseCreate {}.to_json())
+                .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::realtime::models::ReasoningEffort;
+
+    #[test]
+    fn transcription_none_disables_caller_transcription() {
+        let c = Config {
+            transcription_model: "none".into(),
+            ..Config::default()
+        };
+        let session = call_session(&c, &CallSettings::default(), None);
+        assert!(session
+            .audio
+            .unwrap()
+            .input
+            .unwrap()
+            .transcription
+            .is_none());
+    }
+
+    #[test]
+    fn reasoning_effort_and_idle_timeout_reach_the_session() {
+        let c = Config {
+            reasoning_effort: Some(ReasoningEffort::Low),
+            ..Config::default()
+        };
+        let json =
+            serde_json::to_value(call_session(&c, &CallSettings::default(), Some(8000))).unwrap();
+        assert_eq!(json["reasoning"], serde_json::json!({"effort": "low"}));
+        assert_eq!(json["model"], "gpt-realtime-2.1");
+        assert_eq!(
+            json["audio"]["input"]["turn_detection"]["idle_timeout_ms"],
+            8000
+        );
+        let plain = serde_json::to_value(call_session(
+            &Config::default(),
+            &CallSettings::default(),
+            None,
+        ))
+        .unwrap();
+        assert!(plain.get("reasoning").is_none(), "{plain}");
+        assert!(plain["audio"]["input"]["turn_detection"]
+            .get("idle_timeout_ms")
+            .is_none());
     }
 }

@@ -34,6 +34,8 @@ pub(crate) struct VadSettings {
     pub silence_duration_ms: u32,
     pub create_response: bool,
     pub interrupt_response: bool,
+    /// Server VAD only: prompt after this much silence following the last response, ms.
+    pub idle_timeout_ms: Option<u64>,
 }
 
 /// The session announced in `session.created`, from the upgrade's path and query: `model=` sets the
@@ -57,7 +59,7 @@ pub(crate) fn initial_session(path_and_query: &str) -> Session {
         model: if transcription {
             None
         } else {
-            Some(param("model").unwrap_or_else(|| "gpt-realtime".into()))
+            Some(param("model").unwrap_or_else(|| crate::realtime::models::DEFAULT_MODEL.into()))
         },
         output_modalities: Some(vec!["audio".into()]),
         instructions: Some(String::new()),
@@ -74,6 +76,7 @@ pub(crate) fn initial_session(path_and_query: &str) -> Session {
         }),
         tools: Some(Vec::new()),
         tool_choice: Some("auto".into()),
+        reasoning: None,
     }
 }
 
@@ -84,6 +87,7 @@ fn default_server_vad() -> TurnDetection {
         silence_duration_ms: Some(DEFAULT_SILENCE_MS),
         create_response: Some(true),
         interrupt_response: Some(true),
+        idle_timeout_ms: None,
     }
 }
 
@@ -101,6 +105,7 @@ pub(crate) fn merge_update(
     merged.instructions = update.instructions.or(merged.instructions);
     merged.tools = update.tools.or(merged.tools);
     merged.tool_choice = update.tool_choice.or(merged.tool_choice);
+    merged.reasoning = update.reasoning.or(merged.reasoning);
     let Some(audio) = update.audio else {
         return Ok(merged);
     };
@@ -167,6 +172,7 @@ fn merge_turn_detection(old: Option<TurnDetection>, new: TurnDetection) -> TurnD
             silence_duration_ms,
             create_response,
             interrupt_response,
+            ..
         }) => (
             threshold,
             prefix_padding_ms,
@@ -182,18 +188,21 @@ fn merge_turn_detection(old: Option<TurnDetection>, new: TurnDetection) -> TurnD
         None => (None, None, None, None, None),
     };
     match new {
+        // An update that leaves `idle_timeout_ms` out turns the idle timeout off (it is nullable).
         TurnDetection::ServerVad {
             threshold,
             prefix_padding_ms,
             silence_duration_ms,
             create_response,
             interrupt_response,
+            idle_timeout_ms,
         } => TurnDetection::ServerVad {
             threshold: threshold.or(t0).or(Some(DEFAULT_THRESHOLD)),
             prefix_padding_ms: prefix_padding_ms.or(p0).or(Some(DEFAULT_PREFIX_PADDING_MS)),
             silence_duration_ms: silence_duration_ms.or(s0).or(Some(DEFAULT_SILENCE_MS)),
             create_response: create_response.or(c0).or(Some(true)),
             interrupt_response: interrupt_response.or(i0).or(Some(true)),
+            idle_timeout_ms,
         },
         TurnDetection::SemanticVad {
             eagerness,
@@ -223,12 +232,14 @@ pub(crate) fn vad_settings(session: &Session) -> Option<VadSettings> {
             silence_duration_ms,
             create_response,
             interrupt_response,
+            idle_timeout_ms,
         } => VadSettings {
             threshold: threshold.unwrap_or(DEFAULT_THRESHOLD),
             prefix_padding_ms: prefix_padding_ms.unwrap_or(DEFAULT_PREFIX_PADDING_MS),
             silence_duration_ms: silence_duration_ms.unwrap_or(DEFAULT_SILENCE_MS),
             create_response: create_response.unwrap_or(true),
             interrupt_response: interrupt_response.unwrap_or(true),
+            idle_timeout_ms: *idle_timeout_ms,
         },
         TurnDetection::SemanticVad {
             create_response,
@@ -240,6 +251,7 @@ pub(crate) fn vad_settings(session: &Session) -> Option<VadSettings> {
             silence_duration_ms: DEFAULT_SILENCE_MS,
             create_response: create_response.unwrap_or(true),
             interrupt_response: interrupt_response.unwrap_or(true),
+            idle_timeout_ms: None,
         },
     })
 }

@@ -32,7 +32,11 @@ pub(super) async fn handle(
     opts: Arc<FakeOptions>,
     recorder: Option<Recorder>,
     shutdown: CancellationToken,
+    upgrade_delay: Option<std::time::Duration>,
 ) {
+    if let Some(delay) = upgrade_delay {
+        tokio::time::sleep(delay).await;
+    }
     let mut upgrade = Upgrade::default();
     let reject_status = opts.reject_status;
     // The error type is tungstenite's (`ErrorResponse`); boxing it is not ours to choose.
@@ -78,6 +82,7 @@ pub(super) async fn handle(
     info!(%peer, path = %upgrade.path_and_query, "stand-in connection opened");
     let mut conn = Conn::new(opts.mode, opts.pace, &upgrade.path_and_query, rec);
     conn.end_call_after = opts.end_call_after;
+    conn.expires_at = opts.expire_after.map(|after| Instant::now() + after);
     conn.start(upgrade.beta_header);
     match run(&mut ws, &mut conn, &shutdown).await {
         Ok(()) => info!(%peer, "stand-in connection closed"),
@@ -104,6 +109,24 @@ fn refusal(status: u16) -> ErrorResponse {
     response
 }
 
+/// After our close: record what the client sent before it saw the close (it still reached the
+/// server), until its close arrives or 2 s pass. Nothing more is answered.
+async fn drain_after_close(
+    ws: &mut WebSocketStream<TcpStream>,
+    conn: &mut Conn,
+) -> anyhow::Result<()> {
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(Ok(frame)) = ws.next().await {
+            if let Message::Text(text) = frame {
+                conn.on_text(text.as_str(), Instant::now());
+                conn.take_output();
+            }
+        }
+    });
+    let _ = drained.await;
+    Ok(())
+}
+
 /// Read client frames and send due audio chunks until the connection ends.
 async fn run(
     ws: &mut WebSocketStream<TcpStream>,
@@ -120,7 +143,7 @@ async fn run(
         }
         if conn.closing {
             ws.close(None).await?;
-            return Ok(());
+            return drain_after_close(ws, conn).await;
         }
         let deadline = conn.next_deadline();
         tokio::select! {

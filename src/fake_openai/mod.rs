@@ -3,7 +3,9 @@
 //! Speaks the GA event shapes of `PROTOCOLS.md` § "OpenAI Realtime API — GA only" with the typed
 //! [`crate::realtime`] events: `session.created`/`updated`, an energy VAD (`vad`) that emits
 //! `input_audio_buffer.speech_started`/`stopped`/`committed`, placeholder caller transcription, and
-//! audio responses paced faster than real time. A `?intent=transcription` connection is a
+//! audio responses paced faster than real time, server VAD's `idle_timeout_ms` prompts
+//! (`input_audio_buffer.timeout_triggered`), and sessions that expire like the API's
+//! (`--expire-after-secs`). A `?intent=transcription` connection is a
 //! transcription session: the same VAD events, then two transcription deltas and `.completed` per
 //! utterance (placeholder `[speech X.XX s]`), never a response. Two modes:
 //! - [`Mode::Parrot`]: the reply to each caller utterance is that utterance's audio; a text message
@@ -27,6 +29,7 @@
 //! - `turns`: caller audio through the VAD to commits, transcription and replies; the echo.
 //! - `items`: conversation item acks and truncation.
 //! - `respond`: responses: paced 100 ms chunks, completion, cancellation, the greeting tone.
+//! - `limits`: session expiry and server VAD's idle timeout.
 //! - `config`: session defaults and `session.update` merging.
 //! - `vad`: the energy VAD and its threshold mapping.
 //! - `recorder`: [`ConnectionLog`]s for tests.
@@ -34,6 +37,7 @@
 mod config;
 mod conn;
 mod items;
+mod limits;
 mod recorder;
 mod respond;
 mod session;
@@ -76,6 +80,12 @@ pub struct FakeOptions {
     /// Speed of response audio relative to real time: 4.0 sends a 100 ms chunk every 25 ms;
     /// `f64::INFINITY` sends them back to back.
     pub pace: f64,
+    /// End every session this long after it opened the way the API does at its maximum duration:
+    /// `error` `session_expired`, then a close (`None`: sessions never expire).
+    pub expire_after: Option<Duration>,
+    /// Hold every upgrade after the first one this long before answering, like a slow path to
+    /// the API: shows whether a client opens its next session before it needs it.
+    pub later_upgrade_delay: Option<Duration>,
     /// Call the `end_call` tool (when the session declares it) in the reply to the caller's
     /// N-th utterance, after the reply's audio: a deterministic stand-in for "the caller said
     /// goodbye".
@@ -88,6 +98,8 @@ impl Default for FakeOptions {
             mode: Mode::Parrot,
             reject_status: None,
             pace: 4.0,
+            expire_after: None,
+            later_upgrade_delay: None,
             end_call_after: None,
         }
     }
@@ -166,6 +178,7 @@ async fn serve_recorded(
 ) -> anyhow::Result<()> {
     let opts = Arc::new(opts);
     let tracker = TaskTracker::new();
+    let mut accepted_count = 0u64;
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -175,12 +188,15 @@ async fn serve_recorded(
             Ok((stream, peer)) => {
                 // Small frames both ways: latency matters more than packet count.
                 let _ = stream.set_nodelay(true);
+                accepted_count += 1;
+                let delay = opts.later_upgrade_delay.filter(|_| accepted_count > 1);
                 tracker.spawn(conn::handle(
                     stream,
                     peer,
                     opts.clone(),
                     recorder.clone(),
                     shutdown.clone(),
+                    delay,
                 ));
             }
             Err(e) => {
@@ -213,6 +229,10 @@ pub struct FakeOpenAiArgs {
     /// Call the `end_call` tool after replying to the caller's N-th utterance.
     #[arg(long, value_name = "N")]
     pub end_call_after: Option<u32>,
+    /// End every session N seconds after it opened, as the API does at its maximum duration
+    /// (`error` `session_expired`, then a close).
+    #[arg(long, value_name = "N")]
+    pub expire_after_secs: Option<u64>,
 }
 
 /// Run the stand-in until Ctrl-C.
@@ -242,6 +262,8 @@ pub async fn main(args: FakeOpenAiArgs) -> anyhow::Result<()> {
         mode: args.mode,
         reject_status: args.reject_status,
         pace: args.pace,
+        expire_after: args.expire_after_secs.map(Duration::from_secs),
+        later_upgrade_delay: None,
         end_call_after: args.end_call_after,
     };
     serve(listener, opts, shutdown).await?;

@@ -20,6 +20,9 @@ pub struct ConnectionLog {
     pub client_events: Vec<serde_json::Value>,
     /// Every decoded μ-law byte appended (8 kHz, 1 byte = 0.125 ms). Empty in `echo-frames` mode.
     pub appended_audio: Vec<u8>,
+    /// When the first and the latest `input_audio_buffer.append` arrived (not in `echo-frames` mode).
+    pub first_append_at: Option<std::time::Instant>,
+    pub last_append_at: Option<std::time::Instant>,
     /// Every μ-law byte sent in `response.output_audio.delta` events. Empty in `echo-frames` mode.
     pub sent_audio: Vec<u8>,
     /// Every `conversation.item.truncate` as `(item_id, audio_end_ms)`, accepted or rejected.

@@ -33,6 +33,8 @@ pub(crate) struct ActiveResponse {
     transcript: String,
     /// When the next chunk is due.
     next_at: Instant,
+    /// When the first chunk went out: the client starts playing then, in real time.
+    started_at: Instant,
     /// Finish with a call to the `end_call` tool (after the audio), as a model would on goodbye.
     pub(crate) end_call: bool,
 }
@@ -140,17 +142,33 @@ impl Conn {
             sent: 0,
             transcript,
             next_at: now,
+            started_at: now,
             end_call: false,
         });
+        self.idle_at = None;
     }
 
-    /// When [`Conn::on_tick`] should next run: the due time of the next chunk, if any.
+    /// When [`Conn::on_tick`] should next run: the next chunk, idle prompt or expiry, if any.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.response.as_ref().map(|r| r.next_at)
+        [
+            self.response.as_ref().map(|r| r.next_at),
+            self.idle_at,
+            self.expires_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    /// Send the chunk that is due; finish the response after its last one.
+    /// Expire the session, prompt an idle caller, or send the chunk that is due (finishing the
+    /// response after its last one), whichever is due.
     pub(crate) fn on_tick(&mut self, now: Instant) {
+        if self.expires_at.is_some_and(|at| at <= now) {
+            return self.expire();
+        }
+        if self.idle_at.is_some_and(|at| at <= now) {
+            return self.idle_timeout(now);
+        }
         let Some(mut r) = self.response.take() else {
             return;
         };
@@ -213,6 +231,9 @@ impl Conn {
         if r.end_call {
             self.call_end_call(&r.id);
         }
+        // The idle timeout counts from when the response's audio has played (real time).
+        let played = r.started_at + Duration::from_millis((r.audio.len() / BYTES_PER_MS) as u64);
+        self.arm_idle(played);
         self.emit(&ServerEvent::ResponseDone {
             response: ResponseInfo {
                 id: r.id,

@@ -2,7 +2,7 @@
 //!
 //! No I/O here: [`Conn::on_text`] and [`Conn::on_tick`] queue JSON frames that the connection loop
 //! (`conn.rs`) drains with [`Conn::take_output`]. Turns are in `turns.rs`, items in
-//! `items.rs`, responses in `respond.rs`.
+//! `items.rs`, responses in `respond.rs`, session expiry and idle prompts in `limits.rs`.
 
 use std::collections::HashMap;
 
@@ -51,6 +51,10 @@ pub(crate) struct Conn {
     pub(crate) end_call_after: Option<u32>,
     /// Caller utterances committed so far.
     pub(super) utterances: u32,
+    /// When the session reaches its maximum duration ([`super::FakeOptions::expire_after`]).
+    pub(crate) expires_at: Option<Instant>,
+    /// When server VAD's `idle_timeout_ms` runs out, if armed (see `limits.rs`).
+    pub(super) idle_at: Option<Instant>,
     rec: Option<ConnRecorder>,
 }
 
@@ -91,6 +95,8 @@ impl Conn {
             closing: false,
             end_call_after: None,
             utterances: 0,
+            expires_at: None,
+            idle_at: None,
             rec,
         };
         if mode == Mode::EchoFrames {
@@ -181,6 +187,7 @@ impl Conn {
                 match config::merge_update(&self.session, *session, &raw) {
                     Ok(merged) => {
                         self.session = merged;
+                        self.arm_idle(now);
                         let session = Box::new(self.session.clone());
                         self.emit(&ServerEvent::SessionUpdated {
                             session: Some(session),

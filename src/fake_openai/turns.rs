@@ -39,7 +39,12 @@ impl Conn {
     pub(super) fn append(&mut self, bytes: Vec<u8>, now: Instant) {
         let start = self.audio.len();
         self.audio.extend_from_slice(&bytes);
-        self.record(|log| log.appended_audio.extend_from_slice(&bytes));
+        self.record(|log| {
+            log.appended_audio.extend_from_slice(&bytes);
+            let now = std::time::Instant::now();
+            log.first_append_at.get_or_insert(now);
+            log.last_append_at = Some(now);
+        });
         let Some(settings) = config::vad_settings(&self.session) else {
             self.vad.skip(bytes.len());
             return;
@@ -54,6 +59,7 @@ impl Conn {
                         item_id: Cow::Borrowed(&item_id),
                     });
                     self.speech_item = Some(item_id);
+                    self.idle_at = None;
                     if settings.interrupt_response && self.response.is_some() {
                         self.cancel_response();
                     }

@@ -133,6 +133,7 @@ mod tests {
             silence_duration_ms: 500,
             create_response: true,
             interrupt_response: true,
+            idle_timeout_ms: None,
         }
     }
 

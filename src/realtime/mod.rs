@@ -5,6 +5,7 @@
 //! `response.audio.delta`, `OpenAI-Beta` header) are never produced.
 
 pub mod client;
+pub mod models;
 pub mod server;
 pub mod session;
 

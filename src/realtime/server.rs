@@ -41,6 +41,17 @@ pub enum ServerEvent<'a> {
         #[serde(borrow)]
         item_id: Cow<'a, str>,
     },
+    /// Server VAD heard no speech for `idle_timeout_ms` after the last response played; the
+    /// server commits the silent audio and responds (`input_audio_buffer_timeout_triggered.py`).
+    #[serde(rename = "input_audio_buffer.timeout_triggered")]
+    TimeoutTriggered {
+        #[serde(default)]
+        audio_start_ms: u64,
+        #[serde(default)]
+        audio_end_ms: u64,
+        #[serde(borrow)]
+        item_id: Cow<'a, str>,
+    },
     #[serde(rename = "input_audio_buffer.committed")]
     Committed {
         #[serde(default, borrow)]
@@ -231,6 +242,7 @@ mod tests {
             r#"{"type":"input_audio_buffer.speech_started","audio_start_ms":1000,"item_id":"item_2","event_id":"e1"}"#,
             r#"{"type":"input_audio_buffer.speech_stopped","audio_end_ms":2000,"item_id":"item_2"}"#,
             r#"{"type":"input_audio_buffer.committed","previous_item_id":null,"item_id":"item_2"}"#,
+            r#"{"type":"input_audio_buffer.timeout_triggered","audio_start_ms":2000,"audio_end_ms":10000,"item_id":"item_5"}"#,
             r#"{"type":"conversation.item.input_audio_transcription.delta","item_id":"item_2","content_index":0,"delta":"Hel"}"#,
             r#"{"type":"conversation.item.input_audio_transcription.completed","item_id":"item_2","content_index":0,"transcript":"Hello","usage":{"type":"duration","seconds":1}}"#,
             r#"{"type":"conversation.item.input_audio_transcription.failed","item_id":"item_2","content_index":0,"error":{"message":"x"}}"#,

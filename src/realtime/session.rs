@@ -25,6 +25,15 @@ pub struct Session {
     /// `auto`, `none` or `required`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<String>,
+    /// `{"effort": …}`, only for reasoning-capable models ([`super::models::supports_reasoning`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<Reasoning>,
+}
+
+/// `session.reasoning` (`types/realtime/realtime_reasoning_param.py`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reasoning {
+    pub effort: super::models::ReasoningEffort,
 }
 
 /// The session's `type`.
@@ -102,6 +111,11 @@ pub enum TurnDetection {
         create_response: Option<bool>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         interrupt_response: Option<bool>,
+        /// Silence after the last response's audio finished playing (by the server's reckoning)
+        /// before the server prompts the caller (`input_audio_buffer.timeout_triggered`), ms.
+        /// Server VAD only (`realtime_audio_input_turn_detection_param.py`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idle_timeout_ms: Option<u64>,
     },
     /// Model-based end-of-turn detection. `eagerness`: `low`, `medium`, `high` or `auto`.
     SemanticVad {
@@ -136,7 +150,8 @@ mod tests {
           "audio":{"input":{"format":{"type":"audio/pcmu"},"transcription":{"model":"gpt-4o-mini-transcribe"},
                             "turn_detection":{"type":"server_vad","threshold":0.5,"prefix_padding_ms":300,"silence_duration_ms":500,"create_response":true,"interrupt_response":true}},
                    "output":{"format":{"type":"audio/pcmu"},"voice":"marin"}},
-          "tools":[{"type":"function","name":"end_call","description":"…","parameters":{"type":"object","properties":{}}}],"tool_choice":"auto"});
+          "tools":[{"type":"function","name":"end_call","description":"…","parameters":{"type":"object","properties":{}}}],"tool_choice":"auto",
+          "reasoning":{"effort":"low"}});
         let session: Session = serde_json::from_value(sample.clone()).unwrap();
         assert_eq!(serde_json::to_value(&session).unwrap(), sample);
     }

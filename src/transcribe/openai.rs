@@ -63,12 +63,14 @@ pub(crate) fn transcription_session(config: &TranscribeConfig) -> Session {
                     silence_duration_ms: Some(SILENCE_DURATION_MS),
                     create_response: None,
                     interrupt_response: None,
+                    idle_timeout_ms: None,
                 }),
             }),
             output: None,
         }),
         tools: None,
         tool_choice: None,
+        reasoning: None,
     }
 }
 

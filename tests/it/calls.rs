@@ -26,7 +26,7 @@ async fn a_call_relays_audio_bit_exact_both_ways_writes_a_transcript_and_shows_i
     let conns = fake.connections();
     assert_eq!(conns.len(), 1, "one upstream session per call");
     let conn = &conns[0];
-    assert_eq!(conn.path_and_query, "/v1/realtime?model=gpt-realtime");
+    assert_eq!(conn.path_and_query, "/v1/realtime?model=gpt-realtime-2.1");
     assert_eq!(conn.authorization.as_deref(), Some("Bearer sk-test-key"));
     // Every caller frame, silence included, reached OpenAI unchanged and in order.
     assert!(!report.sent_audio.is_empty());
@@ -125,7 +125,7 @@ async fn the_session_update_is_ga_shaped_and_comes_first() {
         "type": "session.update",
         "session": {
             "type": "realtime",
-            "model": "gpt-realtime",
+            "model": "gpt-realtime-2.1",
             "output_modalities": ["audio"],
             "instructions": "Be brief.",
             "audio": {

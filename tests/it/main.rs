@@ -10,6 +10,7 @@ mod fork;
 mod hostile;
 mod http;
 mod limits;
+mod long_calls;
 mod reconnect;
 mod signatures;
 mod support;

@@ -22,6 +22,7 @@ fn update_with_input(input: AudioInput) -> ClientEvent<'static> {
             }),
             tools: None,
             tool_choice: None,
+            reasoning: None,
         }),
     }
 }
@@ -64,6 +65,7 @@ async fn session_update_is_merged_into_session_updated() {
                 silence_duration_ms: Some(700),
                 create_response: Some(false),
                 interrupt_response: None,
+                idle_timeout_ms: None,
             }),
         }))
         .await;
@@ -83,6 +85,7 @@ async fn session_update_is_merged_into_session_updated() {
             silence_duration_ms: Some(700),
             create_response: Some(false),
             interrupt_response: Some(true),
+            idle_timeout_ms: None,
         })
     );
     assert_eq!(

@@ -25,12 +25,14 @@ async fn configure(client: &mut Client, interrupt_response: bool) {
                     silence_duration_ms: None,
                     create_response: None,
                     interrupt_response: Some(interrupt_response),
+                    idle_timeout_ms: None,
                 }),
             }),
             output: None,
         }),
         tools: None,
         tool_choice: None,
+        reasoning: None,
     };
     let update = ClientEvent::SessionUpdate {
         session: Box::new(session),
