@@ -59,6 +59,16 @@ pub(super) enum FollowUp {
 }
 
 impl FollowUp {
+    /// What the next session must do when the session expired with the caller's turn at
+    /// `caller_turn` and a response in progress or not.
+    pub fn after_expiry(caller_turn: CallerTurn, response_active: bool) -> Self {
+        match (caller_turn, response_active) {
+            (CallerTurn::Speaking, _) => FollowUp::RespondIfSilent,
+            (CallerTurn::Stopped, _) | (_, true) => FollowUp::Respond,
+            (CallerTurn::Quiet, false) => FollowUp::None,
+        }
+    }
+
     /// For logs: `none`, `respond`, `respond_if_silent`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -172,14 +182,44 @@ impl Outbound {
 
     /// The API expired the session: decide what the next session must do for the turn in flight.
     pub(super) fn expired(&mut self) {
-        self.follow_up = match (self.caller_turn, self.response_active) {
-            (CallerTurn::Speaking, _) => FollowUp::RespondIfSilent,
-            (CallerTurn::Stopped, _) | (_, true) => FollowUp::Respond,
-            (CallerTurn::Quiet, false) => FollowUp::None,
-        };
+        self.follow_up = FollowUp::after_expiry(self.caller_turn, self.response_active);
         info!(
             follow_up = self.follow_up.as_str(),
             "the Realtime session reached its maximum duration; renewing"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expiry_mid_turn_makes_the_next_session_answer_the_caller() {
+        use CallerTurn::*;
+        assert_eq!(FollowUp::after_expiry(Quiet, false), FollowUp::None);
+        assert_eq!(
+            FollowUp::after_expiry(Quiet, true),
+            FollowUp::Respond,
+            "a reply was cut off"
+        );
+        assert_eq!(
+            FollowUp::after_expiry(Stopped, false),
+            FollowUp::Respond,
+            "no reply yet"
+        );
+        assert_eq!(
+            FollowUp::after_expiry(Speaking, true),
+            FollowUp::RespondIfSilent,
+            "the new session hears the rest of the utterance"
+        );
+    }
+
+    #[test]
+    fn proactive_renewal_is_due_after_session_renew_secs_or_never() {
+        assert!(Renewal::new(0).due().is_none());
+        let due = Renewal::new(3300).due().expect("due");
+        let expected = Instant::now() + Duration::from_secs(3300);
+        assert!(due <= expected && due + Duration::from_secs(1) > expected);
     }
 }
