@@ -85,6 +85,10 @@ pub struct Config {
     /// How long to wait for the Realtime API to accept the WebSocket, ms.
     #[arg(long, env = "OPENAI_CONNECT_TIMEOUT_MS", default_value_t = 5000)]
     pub openai_connect_timeout_ms: u64,
+    /// While a response is in progress, the longest wait for the Realtime API's next event
+    /// before the session counts as failed (reconnect once, then the fallback), ms.
+    #[arg(long, env = "OPENAI_STALL_TIMEOUT_MS", default_value_t = 5000)]
+    pub openai_stall_timeout_ms: u64,
     /// Realtime model (see the README's model table; a model with an announced shutdown warns).
     #[arg(long, env = "OPENAI_MODEL", default_value = models::DEFAULT_MODEL)]
     pub openai_model: String,
@@ -256,6 +260,12 @@ impl Config {
                     ),
                 });
             }
+        }
+        if self.openai_stall_timeout_ms < 500 {
+            return Err(ConfigError {
+                variable: "OPENAI_STALL_TIMEOUT_MS",
+                reason: "must be at least 500 ms".into(),
+            });
         }
         if self.session_renew_secs >= 3600 {
             return Err(ConfigError {

@@ -15,8 +15,10 @@ pub enum ErrorKind {
     UpstreamEvent,
     /// The Realtime API could not be reached or refused the session.
     UpstreamConnect,
-    /// The Realtime API socket failed mid-call.
+    /// The Realtime API socket failed, closed or ended mid-call.
     UpstreamSocket,
+    /// The Realtime API went quiet: no `session.updated` in time, or a response stalled.
+    UpstreamTimeout,
     /// A request without a valid `X-Twilio-Signature`.
     Signature,
     /// An `/api` request without a valid bearer token.
@@ -32,12 +34,29 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    fn label(self) -> &'static str {
+    /// Every kind: each is exported as 0 from start-up, so alerts can be written before the first error.
+    pub const ALL: [ErrorKind; 11] = [
+        ErrorKind::TwilioMessage,
+        ErrorKind::UpstreamEvent,
+        ErrorKind::UpstreamConnect,
+        ErrorKind::UpstreamSocket,
+        ErrorKind::UpstreamTimeout,
+        ErrorKind::Signature,
+        ErrorKind::ApiAuth,
+        ErrorKind::StatusCallback,
+        ErrorKind::TwilioRest,
+        ErrorKind::Storage,
+        ErrorKind::Transcription,
+    ];
+
+    /// The `kind` label.
+    pub fn label(self) -> &'static str {
         match self {
             ErrorKind::TwilioMessage => "twilio_message",
             ErrorKind::UpstreamEvent => "upstream_event",
             ErrorKind::UpstreamConnect => "upstream_connect",
             ErrorKind::UpstreamSocket => "upstream_socket",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::Signature => "signature",
             ErrorKind::ApiAuth => "api_auth",
             ErrorKind::StatusCallback => "status_callback",
@@ -62,10 +81,17 @@ struct Inner {
 
 impl Default for Stats {
     fn default() -> Self {
+        let metrics = Metrics::default();
+        for kind in ErrorKind::ALL {
+            metrics.errors.get_or_create(&Kind { kind: kind.label() });
+        }
+        for trigger in ["expired", "proactive"] {
+            metrics.session_renewals.get_or_create(&Trigger { trigger });
+        }
         Stats(Arc::new(Inner {
             started: Instant::now(),
             errors: AtomicU64::new(0),
-            metrics: Metrics::default(),
+            metrics,
         }))
     }
 }
@@ -174,5 +200,20 @@ pub struct ActiveCall(Stats);
 impl Drop for ActiveCall {
     fn drop(&mut self) {
         self.0 .0.metrics.calls_active.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_kind_is_exported_from_start_up() {
+        let text = Stats::default().prometheus();
+        for kind in ErrorKind::ALL {
+            let sample = format!(r#"errors_total{{kind="{}"}} 0"#, kind.label());
+            assert!(text.contains(&sample), "{sample} missing from\n{text}");
+        }
+        assert!(text.contains(r#"session_renewals_total{trigger="expired"} 0"#));
     }
 }

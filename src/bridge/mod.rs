@@ -15,6 +15,7 @@
 //! supervisor closes Twilio's socket and finalizes the record, the transcript and the event feed.
 //! The active-call guard lives as long as the supervisor.
 
+mod clock;
 mod ending;
 mod idle;
 mod inbound;

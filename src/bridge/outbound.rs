@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
+use super::clock::{Fired, Watchdogs};
 use super::ending::Ending;
 use super::idle::IdleWatch;
 use super::playback::Playback;
@@ -67,6 +68,8 @@ pub(super) struct Outbound {
     pub(super) transcribes_caller: bool,
     /// The API sent `session_expired`: this session is over.
     pub(super) session_expired: bool,
+    /// This session's first `session.updated` arrived.
+    pub(super) session_configured: bool,
     /// What the next session must do for the turn an expiry interrupted.
     pub(super) follow_up: FollowUp,
     /// When to ask a renewed session to answer if it has heard no speech ([`FollowUp`]).
@@ -110,6 +113,7 @@ impl Outbound {
             caller_turn: CallerTurn::Quiet,
             transcribes_caller,
             session_expired: false,
+            session_configured: false,
             follow_up: FollowUp::None,
             follow_up_at: None,
             max_call_at: None,
@@ -181,6 +185,7 @@ impl Outbound {
             }
             ServerEvent::SessionUpdated { .. } => {
                 debug!("session updated");
+                self.session_configured = true;
                 self.pending_updates = self.pending_updates.saturating_sub(1);
                 self.maybe_greet().await;
             }
@@ -366,6 +371,16 @@ impl Outbound {
         let _ = self.twilio_tx.close().await;
     }
 
+    /// `OPENAI_CONNECT_TIMEOUT_MS`: also how long a new session may take to confirm its setup.
+    pub(super) fn connect_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.ctx.app.config.openai_connect_timeout_ms)
+    }
+
+    /// `OPENAI_STALL_TIMEOUT_MS`: the longest silence from the API while a response is in progress.
+    pub(super) fn stall_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.ctx.app.config.openai_stall_timeout_ms)
+    }
+
     pub(super) async fn upstream(&self, json: String) {
         // The inbound task owns the upstream socket; if it is gone the call is ending anyway.
         let _ = self.to_upstream.send(json).await;
@@ -386,6 +401,10 @@ pub(super) async fn run(
     let cancelled = session.cancelled();
     tokio::pin!(cancelled);
     let mut renewal = Renewal::new(ctx.app.config.session_renew_secs);
+    let mut dogs = Watchdogs::new(&out);
+    // One timer for every deadline (see `clock`): reset only when the earliest one changes.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
     let session_end = loop {
         if let Some(reason) = out
             .ending
@@ -402,6 +421,10 @@ pub(super) async fn run(
                 next: renewal.ready.take(),
             });
         }
+        if out.session_configured {
+            dogs.configured_by = None;
+        }
+        out.watch_response(&mut dogs);
         if out.idle.enabled() {
             out.idle.observe(out.quiet());
         }
@@ -409,53 +432,56 @@ pub(super) async fn run(
             info!("switching to the next Realtime session at a quiet moment");
             break renewal.ready.take().map(SessionEnd::Renewed);
         }
-        let ending_deadline = out.ending.as_ref().map(Ending::deadline);
+        let deadline = out.next_deadline(&renewal, &dogs);
+        if let Some(at) = deadline.filter(|at| *at != timer.deadline()) {
+            timer.as_mut().reset(at);
+        }
         tokio::select! {
             // Cancellation first: a close caused by the call ending is not an upstream failure.
             biased;
             _ = &mut cancelled => break None,
-            _ = sleep_until_opt(ending_deadline) => {
-                warn!("the goodbye did not finish playing in time; hanging up now");
-                let reason = out.ending.as_ref().map_or(EndReason::AssistantHungUp, Ending::reason);
-                out.hang_up(reason).await;
-                ctx.end(reason);
-                break None;
-            }
             Some(msg) = from_inbound.recv() => out.on_inbound(msg).await,
-            frame = upstream_rx.next() => match frame {
-                Some(Ok(tungstenite::Message::Text(text))) => {
-                    if let Err(e) = out.on_event(text.as_str()).await {
-                        debug!(error = %e, "Twilio socket failed while sending");
-                        ctx.end(EndReason::TwilioDisconnected);
-                        break None;
+            frame = upstream_rx.next() => {
+                dogs.last_event = tokio::time::Instant::now();
+                match frame {
+                    Some(Ok(tungstenite::Message::Text(text))) => {
+                        if let Err(e) = out.on_event(text.as_str()).await {
+                            debug!(error = %e, "Twilio socket failed while sending");
+                            ctx.end(EndReason::TwilioDisconnected);
+                            break None;
+                        }
+                    }
+                    Some(Ok(tungstenite::Message::Close(frame))) => {
+                        ctx.app.stats.error(ErrorKind::UpstreamSocket);
+                        info!(?frame, "the Realtime API closed the session");
+                        break Some(SessionEnd::Failed(EndReason::UpstreamClosed));
+                    }
+                    Some(Ok(tungstenite::Message::Binary(_))) => {
+                        out.ignored += 1;
+                        ctx.app.stats.error(ErrorKind::UpstreamEvent);
+                        warn!("ignored a binary frame from the Realtime API");
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        ctx.app.stats.error(ErrorKind::UpstreamSocket);
+                        warn!(error = %e, "the Realtime API socket failed");
+                        break Some(SessionEnd::Failed(EndReason::UpstreamError));
+                    }
+                    None => {
+                        ctx.app.stats.error(ErrorKind::UpstreamSocket);
+                        warn!("the Realtime API socket ended without a close");
+                        break Some(SessionEnd::Failed(EndReason::UpstreamClosed));
                     }
                 }
-                Some(Ok(tungstenite::Message::Close(frame))) => {
-                    ctx.app.stats.error(ErrorKind::UpstreamSocket);
-                    info!(?frame, "the Realtime API closed the session");
-                    break Some(SessionEnd::Failed(EndReason::UpstreamClosed));
-                }
-                Some(Ok(tungstenite::Message::Binary(_))) => {
-                    out.ignored += 1;
-                    ctx.app.stats.error(ErrorKind::UpstreamEvent);
-                    warn!("ignored a binary frame from the Realtime API");
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    ctx.app.stats.error(ErrorKind::UpstreamSocket);
-                    warn!(error = %e, "the Realtime API socket failed");
-                    break Some(SessionEnd::Failed(EndReason::UpstreamError));
-                }
-                None => {
-                    ctx.app.stats.error(ErrorKind::UpstreamSocket);
-                    break Some(SessionEnd::Failed(EndReason::UpstreamClosed));
-                }
-            },
-            _ = sleep_until_opt(renewal.due()) => renewal.start(&ctx.app),
+            }
             result = renewal.opened(), if renewal.opening() => renewal.settle(&ctx.app, result),
-            _ = sleep_until_opt(out.max_call_at) => out.max_duration_reached().await,
-            _ = sleep_until_opt(out.idle.deadline()) => out.idle_timeout().await,
-            _ = sleep_until_opt(out.follow_up_at) => out.follow_up().await,
+            () = &mut timer, if deadline.is_some() => {
+                match out.on_timer(tokio::time::Instant::now(), &mut renewal, &mut dogs).await {
+                    Fired::Continue => {}
+                    Fired::CallEnded => break None,
+                    Fired::SessionFailed(end) => break Some(end),
+                }
+            }
         }
     };
     if session_end.is_some() {
@@ -463,11 +489,4 @@ pub(super) async fn run(
         session.cancel();
     }
     (out, from_inbound)
-}
-
-async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }

@@ -181,6 +181,7 @@ impl Outbound {
         self.response_active = false;
         self.caller_turn = CallerTurn::Quiet;
         self.session_expired = false;
+        self.session_configured = false;
         if let Some(ending) = self.ending.as_mut() {
             ending.session_ended();
         }

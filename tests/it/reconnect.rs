@@ -138,3 +138,141 @@ async fn when_the_reconnect_fails_too_the_stream_closes_so_twilio_plays_the_fall
     );
     app.shutdown().await;
 }
+
+/// How one connection of [`quiet_upstream`] behaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Quiet {
+    /// Accepts the socket and never says anything.
+    Mute,
+    /// Confirms the session, starts a response on the first audio, then goes silent.
+    StallMidResponse,
+    /// Confirms the session and listens.
+    Listen,
+}
+
+/// A Realtime stand-in whose n-th connection behaves as `script[n]` (the last entry repeats).
+async fn quiet_upstream(script: Vec<Quiet>) -> (String, Arc<Mutex<Seen>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/v1/realtime", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let index = {
+                let mut s = seen2.lock().unwrap();
+                s.connections.push(Vec::new());
+                s.connections.len() - 1
+            };
+            let mode = script[index.min(script.len() - 1)];
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                let mut responded = false;
+                while let Some(Ok(Message::Text(text))) = ws.next().await {
+                    let event: Value = serde_json::from_str(text.as_str()).unwrap();
+                    let kind = event["type"].as_str().unwrap_or("").to_string();
+                    seen.lock().unwrap().connections[index].push(event);
+                    if mode == Quiet::Mute {
+                        continue;
+                    }
+                    let mut out = Vec::new();
+                    if kind == "session.update" {
+                        out.push(
+                            json!({"type": "session.updated", "session": {"type": "realtime"}}),
+                        );
+                    }
+                    if kind == "input_audio_buffer.append"
+                        && mode == Quiet::StallMidResponse
+                        && !responded
+                    {
+                        responded = true;
+                        out.push(json!({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}}));
+                        out.push(json!({"type": "response.output_audio.delta", "response_id": "resp_1", "item_id": "item_1", "output_index": 0, "content_index": 0, "delta": "//8="}));
+                    }
+                    for e in out {
+                        if ws.send(Message::text(e.to_string())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// `errors_total{kind="upstream_timeout"}` of `app`.
+async fn upstream_timeouts(app: &crate::support::TestApp) -> String {
+    let request = axum::http::Request::get("/metrics")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (_, _, body) = app.request(request).await;
+    body.lines()
+        .find(|l| l.starts_with(r#"errors_total{kind="upstream_timeout"}"#))
+        .unwrap_or("absent")
+        .to_string()
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_confirms_the_session_gets_one_retry_then_the_caller_hears_the_fallback(
+) {
+    let (url, seen) = quiet_upstream(vec![Quiet::Mute]).await;
+    let app = spawn_app(Config {
+        openai_api_key: Some("sk-test".into()),
+        openai_realtime_url: url,
+        openai_connect_timeout_ms: 700,
+        ..Config::default()
+    })
+    .await;
+    let mut opts = call_options(&app, vec![clip("caller-hello.wav")]);
+    opts.max_call_ms = 20_000;
+    let report = sim::run(opts).await.unwrap();
+    app.calls_finished().await;
+    assert!(
+        report.closed_by_server,
+        "the stream closed: Twilio plays the fallback"
+    );
+    assert!(!report.hit_call_limit, "long before the caller gave up");
+    assert_eq!(seen.lock().unwrap().connections.len(), 2, "one reconnect");
+    assert_eq!(
+        app.transcript(&report.call_sid)["end_reason"],
+        "upstream_error"
+    );
+    assert_eq!(
+        upstream_timeouts(&app).await,
+        r#"errors_total{kind="upstream_timeout"} 2"#
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_response_that_stalls_is_a_failed_session_and_the_call_reconnects() {
+    let (url, seen) = quiet_upstream(vec![Quiet::StallMidResponse, Quiet::Listen]).await;
+    let app = spawn_app(Config {
+        openai_api_key: Some("sk-test".into()),
+        openai_realtime_url: url,
+        openai_stall_timeout_ms: 700,
+        ..Config::default()
+    })
+    .await;
+    let mut opts = call_options(&app, vec![clip("caller-hello.wav")]);
+    opts.reply_timeout_ms = 3_000;
+    let report = sim::run(opts).await.unwrap();
+    app.calls_finished().await;
+    assert!(
+        !report.closed_by_server,
+        "the call went on after the reconnect"
+    );
+    let connections = std::mem::take(&mut seen.lock().unwrap().connections);
+    assert_eq!(connections.len(), 2);
+    assert!(connections[1]
+        .iter()
+        .any(|e| e["type"] == "input_audio_buffer.append"));
+    let t = app.transcript(&report.call_sid);
+    assert_eq!(t["upstream_reconnects"], 1);
+    assert_eq!(
+        upstream_timeouts(&app).await,
+        r#"errors_total{kind="upstream_timeout"} 1"#
+    );
+    app.shutdown().await;
+}
