@@ -83,10 +83,16 @@ impl Default for Stats {
     fn default() -> Self {
         let metrics = Metrics::default();
         for kind in ErrorKind::ALL {
-            metrics.errors.get_or_create(&Kind { kind: kind.label() });
+            metrics
+                .errors
+                .get_or_create(&Kind { kind: kind.label() })
+                .inc_by(0);
         }
         for trigger in ["expired", "proactive"] {
-            metrics.session_renewals.get_or_create(&Trigger { trigger });
+            metrics
+                .session_renewals
+                .get_or_create(&Trigger { trigger })
+                .inc_by(0);
         }
         Stats(Arc::new(Inner {
             started: Instant::now(),

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::outbound::Outbound;
-use super::renewal::{Renewal, SessionEnd};
+use super::renewal::Renewal;
 use crate::stats::ErrorKind;
 use crate::transcript::EndReason;
 
@@ -23,7 +23,7 @@ pub(super) enum Fired {
     /// The call ends (a goodbye ran out of time and was hung up).
     CallEnded,
     /// The session failed (a watchdog fired): the supervisor's reconnect policy applies.
-    SessionFailed(SessionEnd),
+    SessionFailed(EndReason),
 }
 
 /// The watchdogs of one upstream session.
@@ -125,6 +125,6 @@ impl Outbound {
     fn watchdog_failed(&self, why: &str) -> Fired {
         self.ctx.app.stats.error(ErrorKind::UpstreamTimeout);
         warn!(reason = why, "treating the Realtime session as failed");
-        Fired::SessionFailed(SessionEnd::Failed(EndReason::UpstreamError))
+        Fired::SessionFailed(EndReason::UpstreamError)
     }
 }

@@ -479,7 +479,7 @@ pub(super) async fn run(
                 match out.on_timer(tokio::time::Instant::now(), &mut renewal, &mut dogs).await {
                     Fired::Continue => {}
                     Fired::CallEnded => break None,
-                    Fired::SessionFailed(end) => break Some(end),
+                    Fired::SessionFailed(reason) => break Some(SessionEnd::Failed(reason)),
                 }
             }
         }
