@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::app::AppState;
 use crate::bridge;
+use crate::stats::ActiveCall;
 use crate::twilio::twiml;
 
 /// Read buffer per WebSocket, bytes (messages larger than it still work; it grows as needed).
@@ -115,30 +116,32 @@ pub fn stream_url(public_url: Option<&str>, headers: &HeaderMap, path: &str) -> 
 
 /// `GET /media-stream`: one Twilio Media Stream (one call) per WebSocket.
 pub async fn media_stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    if let Some(refusal) = refuse_new_call(&state) {
-        return refusal;
-    }
+    let slot = match admit_call(&state) {
+        Ok(slot) => slot,
+        Err(refusal) => return refusal,
+    };
     let calls = state.calls.clone();
     ws.max_message_size(MAX_TWILIO_MESSAGE_BYTES)
         // tungstenite zero-fills its read buffer before every read: the 128 KiB default cost
         // ~14 % of relay CPU and ~250 KiB per call; Twilio's messages are ~300 bytes.
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_frame_size(MAX_TWILIO_MESSAGE_BYTES)
-        .on_upgrade(move |socket| calls.track_future(bridge::run_call(socket, state)))
+        .on_upgrade(move |socket| calls.track_future(bridge::run_call(socket, state, slot)))
 }
 
-/// 503 for a new stream while draining or at `MAX_CONCURRENT_CALLS`; `None` to accept it.
-pub fn refuse_new_call(state: &AppState) -> Option<Response> {
+/// A call slot for a new stream, taken before the upgrade (so sockets still waiting for `start`
+/// count against `MAX_CONCURRENT_CALLS` too); 503 while draining or when every slot is taken.
+pub fn admit_call(state: &AppState) -> Result<ActiveCall, Response> {
     let reason = if state.draining.load(Ordering::Relaxed) {
         "shutting down"
-    } else if state.stats.active() >= state.config.max_concurrent_calls {
+    } else if let Some(slot) = state.stats.reserve_call(state.config.max_concurrent_calls) {
+        return Ok(slot);
+    } else {
         state.stats.rejected();
         "MAX_CONCURRENT_CALLS reached"
-    } else {
-        return None;
     };
     warn!(reason, "refused a stream");
-    Some((StatusCode::SERVICE_UNAVAILABLE, reason).into_response())
+    Err((StatusCode::SERVICE_UNAVAILABLE, reason).into_response())
 }
 
 /// Body of `GET /health`.

@@ -74,6 +74,8 @@ pub struct Stats(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     started: Instant,
+    /// Call slots taken (reserved before the upgrade, released when the call's guard drops).
+    slots: AtomicU64,
     /// Every kind summed, for `/health` (the metric family is split by kind).
     errors: AtomicU64,
     metrics: Metrics,
@@ -96,6 +98,7 @@ impl Default for Stats {
         }
         Stats(Arc::new(Inner {
             started: Instant::now(),
+            slots: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             metrics,
         }))
@@ -103,11 +106,19 @@ impl Default for Stats {
 }
 
 impl Stats {
-    /// Count a new call; the returned guard decrements `active` when dropped, however the call ends.
-    pub fn call_started(&self) -> ActiveCall {
+    /// Take one of `cap` call slots, atomically (a check followed by a later count could let
+    /// more than `cap` in). `None` when all are taken. The guard counts the call as active and
+    /// gives the slot back when dropped, however the call ends.
+    pub fn reserve_call(&self, cap: u64) -> Option<ActiveCall> {
+        self.0
+            .slots
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .ok()?;
         self.0.metrics.calls_active.inc();
         self.0.metrics.calls.inc();
-        ActiveCall(self.clone())
+        Some(ActiveCall(self.clone()))
     }
 
     /// Count one error of `kind`.
@@ -206,12 +217,32 @@ pub struct ActiveCall(Stats);
 impl Drop for ActiveCall {
     fn drop(&mut self) {
         self.0 .0.metrics.calls_active.dec();
+        self.0 .0.slots.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_slots_never_exceed_the_cap_even_when_taken_at_once() {
+        let stats = Stats::default();
+        let taken: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..64)
+                .map(|_| scope.spawn(|| stats.reserve_call(10)))
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().unwrap())
+                .collect()
+        });
+        assert_eq!(taken.len(), 10);
+        assert_eq!(stats.active(), 10);
+        drop(taken);
+        assert_eq!(stats.active(), 0);
+        assert!(stats.reserve_call(10).is_some(), "slots come back");
+    }
 
     #[test]
     fn every_error_kind_is_exported_from_start_up() {

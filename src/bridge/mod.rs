@@ -109,8 +109,9 @@ impl CallCtx {
 }
 
 /// Serve one `/media-stream` WebSocket until the call ends. Never panics on input; logs one summary.
-pub async fn run_call(socket: WebSocket, app: AppState) {
-    let _active = app.stats.call_started();
+/// `slot` is the call's reservation ([`crate::routes::admit_call`]), given back when it ends.
+pub async fn run_call(socket: WebSocket, app: AppState, slot: crate::stats::ActiveCall) {
+    let _slot = slot;
     let span = info_span!("call", call_sid = field::Empty, stream_sid = field::Empty);
     supervise(socket, app).instrument(span).await;
 }

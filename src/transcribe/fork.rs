@@ -42,20 +42,22 @@ const LINES_CAPACITY: usize = 256;
 /// While the server drains or at `MAX_CONCURRENT_CALLS` the upgrade is refused with 503: Twilio
 /// then drops the fork, and the call itself (`<Dial>`) goes on untranscribed.
 pub async fn transcription_stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    if let Some(refusal) = crate::routes::refuse_new_call(&state) {
-        return refusal;
-    }
+    let slot = match crate::routes::admit_call(&state) {
+        Ok(slot) => slot,
+        Err(refusal) => return refusal,
+    };
     let calls = state.calls.clone();
     ws.max_message_size(MAX_TWILIO_MESSAGE_BYTES)
         .max_frame_size(MAX_TWILIO_MESSAGE_BYTES)
         .read_buffer_size(crate::routes::READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| calls.track_future(run_fork(socket, state)))
+        .on_upgrade(move |socket| calls.track_future(run_fork(socket, state, slot)))
 }
 
 /// Serve one fork stream until Twilio stops it, the socket closes, or the server shuts down.
-/// Counts as a call in `/health`; logs one summary line.
-pub async fn run_fork(socket: WebSocket, state: AppState) {
-    let _active = state.stats.call_started();
+/// Counts as a call in `/health` while `slot` ([`crate::routes::admit_call`]) lives; logs one
+/// summary line.
+pub async fn run_fork(socket: WebSocket, state: AppState, slot: crate::stats::ActiveCall) {
+    let _slot = slot;
     let settings = Arc::new(BackendSettings::from_config(&state.config));
     let span = info_span!("fork", call_sid = field::Empty, stream_sid = field::Empty);
     supervise(socket, state, settings).instrument(span).await;
