@@ -144,13 +144,13 @@ impl Conn {
         });
     }
 
-    /// When [`Conn::on_tick`] should next run: the due time of the next chunk, if any.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+    /// The due time of the next chunk, if a response is in flight.
+    pub(super) fn response_due(&self) -> Option<Instant> {
         self.response.as_ref().map(|r| r.next_at)
     }
 
     /// Send the chunk that is due; finish the response after its last one.
-    pub(crate) fn on_tick(&mut self, now: Instant) {
+    pub(super) fn send_due_chunk(&mut self, now: Instant) {
         let Some(mut r) = self.response.take() else {
             return;
         };
