@@ -2,14 +2,41 @@
 //! whichever backend transcribes it and however far behind the audio it is.
 
 use base64::Engine;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use twilio_realtime_relay::audio::{BYTES_PER_MS, FRAME_BYTES, ULAW_SILENCE};
+use twilio_realtime_relay::config::Config;
+use twilio_realtime_relay::events::CallEvent;
 use twilio_realtime_relay::fake_openai::FakeOptions;
+use twilio_realtime_relay::sim::{CallOptions, CallReport};
+use twilio_realtime_relay::transcribe::Backend;
 use twilio_realtime_relay::transcript::Role;
 
+use crate::fake_deepgram::FakeDeepgram;
 use crate::fork::{check_fork, finals, fork_call, fork_options};
-use crate::support::{clip, spawn_with_fake};
+use crate::support::{clip, spawn_app, spawn_with_fake, TestApp};
+
+/// When [`hang_up_mid_sentence`] hangs up, ms after `start`: the caller's clip plays from 600 ms
+/// to 3.48 s, the agent's (2.19 s) from 4.08 s, so the agent is 1.1 s into it.
+const HANG_UP_AT_MS: u64 = 5_200;
+
+/// [`fork_options`], hung up while the agent is still talking.
+fn hang_up_mid_sentence(app: &TestApp, call_sid: &str) -> CallOptions {
+    let mut opts = fork_options(app, call_sid);
+    opts.max_call_ms = HANG_UP_AT_MS;
+    opts
+}
+
+/// [`check_fork`] for a call hung up by [`hang_up_mid_sentence`] (the simulator's call limit is
+/// how it hangs up early; that is not a failure here).
+fn check_hung_up_fork(app: &TestApp, report: &CallReport, events: &[CallEvent]) -> Value {
+    assert!(report.hit_call_limit, "hung up at {HANG_UP_AT_MS} ms");
+    let report = CallReport {
+        hit_call_limit: false,
+        ..report.clone()
+    };
+    check_fork(app, &report, events)
+}
 
 fn silence(ms: usize) -> Vec<u8> {
     vec![ULAW_SILENCE; ms * BYTES_PER_MS]
@@ -56,7 +83,7 @@ fn speech_secs(text: &str) -> f64 {
 }
 
 /// Each speaker's finals, in order.
-fn finals_of(events: &[twilio_realtime_relay::events::CallEvent], speaker: Role) -> Vec<String> {
+fn finals_of(events: &[CallEvent], speaker: Role) -> Vec<String> {
     finals(events)
         .into_iter()
         .filter(|(s, _)| *s == speaker)
@@ -113,6 +140,48 @@ async fn openai_keeps_the_last_utterance_of_both_tracks_when_the_transcriber_is_
             conn.errors_sent
         );
     }
+    assert_eq!(app.state.stats.errors(), 0);
+    app.shutdown().await;
+}
+
+/// The agent is mid-sentence when the caller hangs up: Deepgram has not reached an endpoint, so
+/// the relay's `Finalize` is what makes it send the agent's last words, and they are recorded.
+#[tokio::test]
+async fn deepgram_is_finalized_at_the_end_and_the_agent_s_words_up_to_the_hang_up_are_kept() {
+    let deepgram = FakeDeepgram::spawn("dg-test-key").await;
+    let mut config = Config::default();
+    config.transcribe.transcribe_backend = Backend::Deepgram;
+    config.transcribe.deepgram_api_key = Some("dg-test-key".into());
+    config.transcribe.deepgram_url = deepgram.url();
+    let app = spawn_app(config).await;
+    let (report, events) = fork_call(&app, hang_up_mid_sentence(&app, "CAforkfinalize")).await;
+    let t = check_hung_up_fork(&app, &report, &events);
+
+    let agent = finals_of(&events, Role::Agent);
+    assert_eq!(agent.len(), 1, "{agent:?}");
+    let secs: f64 = agent[0]
+        .strip_prefix("[deepgram speech ")
+        .and_then(|t| t.strip_suffix(" s]"))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{agent:?}"));
+    assert!((0.8..=1.2).contains(&secs), "the agent's 1.1 s: {agent:?}");
+    assert_eq!(t["turns"][1]["role"], "agent");
+    assert_eq!(t["turns"][1]["text"], agent[0].as_str());
+    assert_eq!(finals_of(&events, Role::Caller).len(), 1);
+
+    let conns = deepgram.connections();
+    assert_eq!(conns.len(), 2, "{conns:?}");
+    assert!(
+        conns.iter().all(|c| c.finalizes == 1 && c.close_stream),
+        "each track is finalized, then closed: {conns:?}"
+    );
+    let mut flushed: Vec<usize> = conns.iter().map(|c| c.finals_from_finalize).collect();
+    flushed.sort_unstable();
+    assert_eq!(
+        flushed,
+        [0, 1],
+        "only the agent was still talking: {conns:?}"
+    );
     assert_eq!(app.state.stats.errors(), 0);
     app.shutdown().await;
 }
