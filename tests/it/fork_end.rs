@@ -13,7 +13,8 @@ use twilio_realtime_relay::transcribe::Backend;
 use twilio_realtime_relay::transcript::Role;
 
 use crate::fake_deepgram::FakeDeepgram;
-use crate::fork::{check_fork, finals, fork_call, fork_options};
+use crate::fake_whisper::FakeWhisper;
+use crate::fork::{check_fork, finals, fork_call, fork_options, whisper_app};
 use crate::support::{clip, spawn_app, spawn_with_fake, TestApp};
 
 /// When [`hang_up_mid_sentence`] hangs up, ms after `start`: the caller's clip plays from 600 ms
@@ -182,6 +183,30 @@ async fn deepgram_is_finalized_at_the_end_and_the_agent_s_words_up_to_the_hang_u
         [0, 1],
         "only the agent was still talking: {conns:?}"
     );
+    assert_eq!(app.state.stats.errors(), 0);
+    app.shutdown().await;
+}
+
+/// The agent is mid-sentence when the caller hangs up: the Whisper chunk in progress is cut at
+/// the end of the track, uploaded, and its text recorded before the call is finished.
+#[tokio::test]
+async fn whisper_uploads_the_last_chunk_at_the_end_and_the_agent_s_words_up_to_the_hang_up_are_kept(
+) {
+    let whisper = FakeWhisper::spawn("sk-test-key").await;
+    let app = whisper_app(&whisper).await;
+    let (report, events) = fork_call(&app, hang_up_mid_sentence(&app, "CAforkwhisperend")).await;
+    let t = check_hung_up_fork(&app, &report, &events);
+
+    let agent = finals_of(&events, Role::Agent);
+    assert_eq!(agent.len(), 1, "{agent:?}");
+    assert!(agent[0].starts_with("[whisper chunk 2: "), "{agent:?}");
+    assert_eq!(t["turns"][1]["text"], agent[0].as_str());
+    let uploads = whisper.uploads();
+    assert_eq!(uploads.len(), 2, "{uploads:?}");
+    // The agent's 1.1 s plus the chunk's 300 ms of quiet before the speech.
+    let last = &uploads[1];
+    assert_eq!(last.status, 200, "{last:?}");
+    assert!((1.2..=1.6).contains(&last.seconds), "{last:?}");
     assert_eq!(app.state.stats.errors(), 0);
     app.shutdown().await;
 }
