@@ -118,7 +118,7 @@ pub fn stream_url(public_url: Option<&str>, headers: &HeaderMap, path: &str) -> 
 pub async fn media_stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let slot = match admit_call(&state) {
         Ok(slot) => slot,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let calls = state.calls.clone();
     ws.max_message_size(MAX_TWILIO_MESSAGE_BYTES)
@@ -129,9 +129,20 @@ pub async fn media_stream(State(state): State<AppState>, ws: WebSocketUpgrade) -
         .on_upgrade(move |socket| calls.track_future(bridge::run_call(socket, state, slot)))
 }
 
+/// Why a new stream is turned away: answered 503 with the reason.
+#[derive(Debug)]
+pub struct Refusal(&'static str);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (StatusCode::SERVICE_UNAVAILABLE, self.0).into_response()
+    }
+}
+
 /// A call slot for a new stream, taken before the upgrade (so sockets still waiting for `start`
-/// count against `MAX_CONCURRENT_CALLS` too); 503 while draining or when every slot is taken.
-pub fn admit_call(state: &AppState) -> Result<ActiveCall, Response> {
+/// count against `MAX_CONCURRENT_CALLS` too); a [`Refusal`] while draining or when every slot is
+/// taken.
+pub fn admit_call(state: &AppState) -> Result<ActiveCall, Refusal> {
     let reason = if state.draining.load(Ordering::Relaxed) {
         "shutting down"
     } else if let Some(slot) = state.stats.reserve_call(state.config.max_concurrent_calls) {
@@ -141,7 +152,7 @@ pub fn admit_call(state: &AppState) -> Result<ActiveCall, Response> {
         "MAX_CONCURRENT_CALLS reached"
     };
     warn!(reason, "refused a stream");
-    Err((StatusCode::SERVICE_UNAVAILABLE, reason).into_response())
+    Err(Refusal(reason))
 }
 
 /// Body of `GET /health`.

@@ -83,6 +83,7 @@ pub(super) async fn handle(
     let mut conn = Conn::new(opts.mode, opts.pace, &upgrade.path_and_query, rec);
     conn.end_call_after = opts.end_call_after;
     conn.expires_at = opts.expire_after.map(|after| Instant::now() + after);
+    conn.realtime_pace = opts.realtime_pace;
     conn.start(upgrade.beta_header);
     match run(&mut ws, &mut conn, &shutdown).await {
         Ok(()) => info!(%peer, "stand-in connection closed"),

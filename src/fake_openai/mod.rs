@@ -7,7 +7,12 @@
 //! (`input_audio_buffer.timeout_triggered`), and sessions that expire like the API's
 //! (`--expire-after-secs`). A `?intent=transcription` connection is a
 //! transcription session: the same VAD events, then two transcription deltas and `.completed` per
-//! utterance (placeholder `[speech X.XX s]`), never a response. Two modes:
+//! utterance (placeholder `[speech X.XX s]`), never a response. `input_audio_buffer.commit`
+//! commits what is buffered as the real API does (`committed` and, when transcribing, the
+//! transcription; under 100 ms buffered, the error `input_audio_buffer_commit_empty`).
+//! Appended audio is heard at once, or with [`FakeOptions::realtime_pace`] at 1× real time from
+//! its arrival, commits and clears waiting behind it, so events come as late as on the real API.
+//! Two modes:
 //! - [`Mode::Parrot`]: the reply to each caller utterance is that utterance's audio; a text message
 //!   plus `response.create` (a greeting) gets a 1.2 s tone. Barge-in cancels, truncation is
 //!   checked against the audio generated, as on the real API.
@@ -20,13 +25,16 @@
 //! frame), `unknown_event` (unknown `type`), `missing_required_parameter` (no `type`, no
 //! `session.type`), `invalid_value` (a format other than `audio/pcmu`, bad base64, a truncate of an
 //! unknown item or past the audio generated, any other malformed event),
-//! `response_cancel_not_active`, `conversation_already_has_active_response`. A client sending the
+//! `response_cancel_not_active`, `conversation_already_has_active_response`,
+//! `input_audio_buffer_commit_empty`. A client sending the
 //! retired `OpenAI-Beta` header gets `beta_api_shape_disabled` and a close.
 //!
 //! # Layout
 //! - `conn`: the WebSocket upgrade (recording, refusal) and the read/tick loop.
 //! - `session`: one connection's state machine (client events in, server event frames out).
-//! - `turns`: caller audio through the VAD to commits, transcription and replies; the echo.
+//! - `turns`: caller audio through the VAD to commits, transcription and replies; client commits
+//!   and clears; the echo.
+//! - `pace`: the input buffer's order and pace (at once, or queued at real time).
 //! - `items`: conversation item acks and truncation.
 //! - `respond`: responses: paced 100 ms chunks, completion, cancellation, the greeting tone.
 //! - `limits`: session expiry and server VAD's idle timeout.
@@ -38,6 +46,7 @@ mod config;
 mod conn;
 mod items;
 mod limits;
+mod pace;
 mod recorder;
 mod respond;
 mod session;
@@ -90,6 +99,10 @@ pub struct FakeOptions {
     /// N-th utterance, after the reply's audio: a deterministic stand-in for "the caller said
     /// goodbye".
     pub end_call_after: Option<u32>,
+    /// Hear appended audio at 1× real time from its arrival, as the real API does, instead of at
+    /// once: VAD events and transcripts come as late as they would there, and a commit waits
+    /// behind the audio queued before it.
+    pub realtime_pace: bool,
 }
 
 impl Default for FakeOptions {
@@ -101,6 +114,7 @@ impl Default for FakeOptions {
             expire_after: None,
             later_upgrade_delay: None,
             end_call_after: None,
+            realtime_pace: false,
         }
     }
 }
@@ -233,6 +247,9 @@ pub struct FakeOpenAiArgs {
     /// (`error` `session_expired`, then a close).
     #[arg(long, value_name = "N")]
     pub expire_after_secs: Option<u64>,
+    /// Hear appended audio at 1× real time (as the real API does) instead of at once.
+    #[arg(long)]
+    pub realtime_pace: bool,
 }
 
 /// Run the stand-in until Ctrl-C.
@@ -248,6 +265,7 @@ pub async fn main(args: FakeOpenAiArgs) -> anyhow::Result<()> {
         url = %format!("ws://{addr}/v1/realtime"),
         mode = ?args.mode,
         pace = args.pace,
+        realtime_pace = args.realtime_pace,
         "Realtime stand-in listening; set OPENAI_REALTIME_URL to this url"
     );
     let shutdown = CancellationToken::new();
@@ -265,6 +283,7 @@ pub async fn main(args: FakeOpenAiArgs) -> anyhow::Result<()> {
         expire_after: args.expire_after_secs.map(Duration::from_secs),
         later_upgrade_delay: None,
         end_call_after: args.end_call_after,
+        realtime_pace: args.realtime_pace,
     };
     serve(listener, opts, shutdown).await?;
     info!("Realtime stand-in stopped");

@@ -148,27 +148,13 @@ impl Conn {
         self.idle_at = None;
     }
 
-    /// When [`Conn::on_tick`] should next run: the next chunk, idle prompt or expiry, if any.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        [
-            self.response.as_ref().map(|r| r.next_at),
-            self.idle_at,
-            self.expires_at,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+    /// The due time of the next chunk, if a response is in flight.
+    pub(super) fn response_due(&self) -> Option<Instant> {
+        self.response.as_ref().map(|r| r.next_at)
     }
 
-    /// Expire the session, prompt an idle caller, or send the chunk that is due (finishing the
-    /// response after its last one), whichever is due.
-    pub(crate) fn on_tick(&mut self, now: Instant) {
-        if self.expires_at.is_some_and(|at| at <= now) {
-            return self.expire();
-        }
-        if self.idle_at.is_some_and(|at| at <= now) {
-            return self.idle_timeout(now);
-        }
+    /// Send the chunk that is due; finish the response after its last one.
+    pub(super) fn send_due_chunk(&mut self, now: Instant) {
         let Some(mut r) = self.response.take() else {
             return;
         };

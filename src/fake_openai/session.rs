@@ -1,8 +1,9 @@
 //! One stand-in connection's state machine: parses client events, produces server event frames.
 //!
 //! No I/O here: [`Conn::on_text`] and [`Conn::on_tick`] queue JSON frames that the connection loop
-//! (`conn.rs`) drains with [`Conn::take_output`]. Turns are in `turns.rs`, items in
-//! `items.rs`, responses in `respond.rs`, session expiry and idle prompts in `limits.rs`.
+//! (`conn.rs`) drains with [`Conn::take_output`]. Turns and commits are in `turns.rs`, the input
+//! buffer's order and pace in `pace.rs`, items in `items.rs`, responses in `respond.rs`, session
+//! expiry and idle prompts in `limits.rs`.
 
 use std::collections::HashMap;
 
@@ -12,6 +13,7 @@ use serde_json::Value;
 use tokio::time::{Duration, Instant};
 
 use super::config::{self, Rejection};
+use super::pace::{Input, InputQueue};
 use super::recorder::ConnRecorder;
 use super::respond::{chunk_interval, ActiveResponse};
 use super::vad::Vad;
@@ -26,8 +28,14 @@ pub(crate) struct Conn {
     pub(super) interval: Duration,
     pub(super) session: Session,
     pub(super) vad: Vad,
-    /// Every appended μ-law byte (parrot mode); VAD positions index into it.
+    /// Every appended μ-law byte the VAD has judged (parrot mode); VAD positions index into it.
     pub(super) audio: Vec<u8>,
+    /// Bytes of `audio` committed or cleared: what follows is the uncommitted input buffer.
+    pub(super) committed_to: usize,
+    /// Feed appended audio to the VAD at 1× real time (`--realtime-pace`), through `input`.
+    pub(crate) realtime_pace: bool,
+    /// Appends, commits and clears waiting for the VAD (realtime pace only).
+    pub(super) input: InputQueue,
     /// The last committed caller utterance (loud part, μ-law) and its placeholder transcript.
     pub(super) utterance: Option<(Vec<u8>, String)>,
     /// Text of the message items created since the last response (a greeting instruction).
@@ -81,6 +89,9 @@ impl Conn {
             session: config::initial_session(path_and_query),
             vad: Vad::default(),
             audio: Vec::new(),
+            committed_to: 0,
+            realtime_pace: false,
+            input: InputQueue::default(),
             utterance: None,
             pending_text: None,
             speech_item: None,
@@ -201,17 +212,19 @@ impl Conn {
             }
             ClientEvent::InputAudioBufferAppend { audio } => {
                 match base64::engine::general_purpose::STANDARD.decode(audio.as_bytes()) {
-                    Ok(bytes) => self.append(bytes, now),
+                    Ok(bytes) => self.on_append(bytes, now),
                     Err(e) => {
                         self.reject(invalid("audio", format!("Invalid base64: {e}.")), event_id)
                     }
                 }
             }
-            ClientEvent::InputAudioBufferClear {} => {
-                self.vad.clear();
-                self.speech_item = None;
-                self.emit_json(serde_json::json!({"type": "input_audio_buffer.cleared"}));
+            ClientEvent::InputAudioBufferCommit {} if self.mode == Mode::EchoFrames => {
+                tracing::debug!("echo-frames stand-in ignores input_audio_buffer.commit");
             }
+            ClientEvent::InputAudioBufferCommit {} => {
+                self.on_buffer_op(Input::Commit(event_id), now)
+            }
+            ClientEvent::InputAudioBufferClear {} => self.on_buffer_op(Input::Clear, now),
             ClientEvent::ConversationItemTruncate {
                 item_id,
                 content_index,
@@ -225,6 +238,34 @@ impl Conn {
                 self.error("unknown_event", msg.into(), Some("type"), event_id);
             }
         }
+    }
+
+    /// When [`Conn::on_tick`] should next run: queued input, the next response chunk, an idle
+    /// prompt or the session's expiry is due.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.input.next_due(),
+            self.response_due(),
+            self.idle_at,
+            self.expires_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Expire the session if it is time; else feed the input that is due to the VAD (a barge-in
+    /// cancels before the next chunk goes out), prompt an idle caller, and send the response
+    /// chunk that is due.
+    pub(crate) fn on_tick(&mut self, now: Instant) {
+        if self.expires_at.is_some_and(|at| at <= now) {
+            return self.expire();
+        }
+        self.process_input(now);
+        if self.idle_at.is_some_and(|at| at <= now) {
+            self.idle_timeout(now);
+        }
+        self.send_due_chunk(now);
     }
 
     /// Queue one server event with a fresh `event_id`.

@@ -76,6 +76,16 @@ impl Vad {
         self.speaking = None;
     }
 
+    /// The client committed the buffer: end the utterance in progress without a `Stopped`
+    /// event and return its loud audio `(start, end)`, if one had started. A loud run too short
+    /// to count as speech is forgotten too (its audio is committed).
+    pub(crate) fn take_speech(&mut self) -> Option<(u64, u64)> {
+        self.run_start = None;
+        self.speaking
+            .take()
+            .map(|speech| (speech.start, speech.last_loud_end))
+    }
+
     /// Turn detection is off: count `bytes` of audio without judging them, so positions stay in
     /// step with the appended audio.
     pub(crate) fn skip(&mut self, bytes: usize) {

@@ -21,6 +21,12 @@ pub enum ClientEvent<'a> {
         #[serde(borrow)]
         audio: Cow<'a, str>,
     },
+    /// Commit the audio appended and not yet committed as one user item: the server answers
+    /// `input_audio_buffer.committed` (and transcribes the item if transcription is on), or an
+    /// `error` with code `input_audio_buffer_commit_empty` when less than 100 ms is buffered.
+    /// Never creates a response (openai-python `types/realtime/input_audio_buffer_commit_event_param.py`).
+    #[serde(rename = "input_audio_buffer.commit")]
+    InputAudioBufferCommit {},
     /// Discard uncommitted caller audio.
     #[serde(rename = "input_audio_buffer.clear")]
     InputAudioBufferClear {},
@@ -129,6 +135,7 @@ mod tests {
             r#"{"type":"response.create"}"#,
             r#"{"type":"response.cancel"}"#,
             r#"{"type":"input_audio_buffer.clear"}"#,
+            r#"{"type":"input_audio_buffer.commit"}"#,
         ];
         for sample in samples {
             let event: ClientEvent = serde_json::from_str(sample).expect(sample);

@@ -6,8 +6,12 @@
 //! connection: the tracks start at different times (each opens on its first frame), fail and
 //! reconnect independently, and need no interleaving. A session sends the raw μ-law bytes as
 //! binary frames, `KeepAlive` after [`KEEPALIVE_AFTER`] without audio (a Twilio hiccup; Twilio
-//! itself sends a frame every 20 ms, silence included), and `CloseStream` when the
-//! track ends, then reads the flushed results until Deepgram closes (at most 5 s).
+//! itself sends a frame every 20 ms, silence included).
+//!
+//! The end of a track is flushed: `Finalize` (Deepgram processes the audio it holds and sends
+//! its final results at once, marked `from_finalize`; developers.deepgram.com/docs/finalize),
+//! then `CloseStream` (flush, metadata, close; /docs/close-stream), and the results are read
+//! until Deepgram closes, at most `DRAIN_TIMEOUT` (5 s): nothing said before `stop` is lost.
 //! `Results` with `is_final: false` are interim, `is_final: true` settle a segment (final);
 //! empty transcripts are skipped.
 
@@ -27,7 +31,7 @@ use super::{BackendSettings, TranscribeConfig};
 
 /// Send `KeepAlive` when no audio went out for this long (Deepgram closes after 10 s of nothing).
 pub const KEEPALIVE_AFTER: Duration = Duration::from_secs(4);
-/// Longest wait for the flushed results after `CloseStream`.
+/// Longest wait for the flushed results after `Finalize` and `CloseStream`.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A text control message we send, tagged by `type`.
@@ -95,6 +99,9 @@ pub struct Results {
     /// An endpoint (pause) follows this segment.
     #[serde(default)]
     pub speech_final: bool,
+    /// Sent in answer to `Finalize`.
+    #[serde(default)]
+    pub from_finalize: bool,
     pub channel: Channel,
 }
 
@@ -178,11 +185,13 @@ pub(super) async fn session(
             }
         }
     }
-    if tx
-        .send(Message::text(Control::CloseStream.to_json()))
-        .await
-        .is_err()
-    {
+    // Finalize flushes what Deepgram still holds; CloseStream then ends the stream.
+    for control in [Control::Finalize, Control::CloseStream] {
+        if tx.feed(Message::text(control.to_json())).await.is_err() {
+            return Ok(());
+        }
+    }
+    if tx.flush().await.is_err() {
         return Ok(());
     }
     let deadline = Instant::now() + DRAIN_TIMEOUT;
@@ -190,7 +199,7 @@ pub(super) async fn session(
         tokio::select! {
             () = cancel.cancelled() => break,
             () = tokio::time::sleep_until(deadline) => {
-                debug!("Deepgram did not close within 5 s of CloseStream");
+                debug!("Deepgram did not close within 5 s of Finalize and CloseStream");
                 break;
             }
             msg = rx.next() => match on_message(msg, &mut segment, out).await {
@@ -230,6 +239,12 @@ async fn on_message(
         .map_or("", |a| a.transcript.trim());
     let key = format!("seg{segment}");
     let start_ms = Some((results.start.max(0.0) * 1000.0).round() as u64);
+    if results.from_finalize {
+        debug!(
+            is_final = results.is_final,
+            "Deepgram flushed the end of the track"
+        );
+    }
     if results.is_final {
         *segment += 1;
         if !transcript.is_empty() {
@@ -254,10 +269,10 @@ mod tests {
             .expect("fake alive")
     }
 
-    /// A session whose track goes quiet sends `KeepAlive` (never more audio), and `CloseStream`
-    /// once the track ends.
+    /// A session whose track goes quiet sends `KeepAlive` (never more audio), and once the track
+    /// ends `Finalize` then `CloseStream`.
     #[tokio::test]
-    async fn a_quiet_track_keeps_the_connection_alive_then_closes_the_stream() {
+    async fn a_quiet_track_keeps_the_connection_alive_then_finalizes_and_closes_the_stream() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
@@ -302,13 +317,15 @@ mod tests {
             );
         }
         drop(frames);
-        loop {
-            let msg = next(&mut seen).await;
-            if msg == Message::text(r#"{"type":"CloseStream"}"#) {
-                break;
-            }
-            assert_eq!(msg, Message::text(r#"{"type":"KeepAlive"}"#));
+        let mut msg = next(&mut seen).await;
+        while msg == Message::text(r#"{"type":"KeepAlive"}"#) {
+            msg = next(&mut seen).await;
         }
+        assert_eq!(msg, Message::text(r#"{"type":"Finalize"}"#));
+        assert_eq!(
+            next(&mut seen).await,
+            Message::text(r#"{"type":"CloseStream"}"#)
+        );
         session.await.unwrap().expect("a clean end");
     }
 
@@ -318,12 +335,17 @@ mod tests {
         let ListenEvent::Results(r) = serde_json::from_str(results).unwrap() else {
             panic!("not Results")
         };
-        assert!(r.is_final && r.speech_final);
+        assert!(r.is_final && r.speech_final && !r.from_finalize);
         assert_eq!(r.channel.alternatives[0].transcript, "hello there");
         let again: ListenEvent =
             serde_json::from_str(&serde_json::to_string(&ListenEvent::Results(r.clone())).unwrap())
                 .unwrap();
         assert_eq!(again, ListenEvent::Results(r));
+        let flushed = r#"{"type":"Results","channel_index":[0,1],"start":1.0,"duration":0.5,"is_final":true,"speech_final":false,"from_finalize":true,"channel":{"alternatives":[{"transcript":"bye"}]}}"#;
+        let ListenEvent::Results(r) = serde_json::from_str(flushed).unwrap() else {
+            panic!("not Results")
+        };
+        assert!(r.is_final && r.from_finalize);
         let end = r#"{"type":"UtteranceEnd","channel":[0,1],"last_word_end":2.3}"#;
         assert!(matches!(
             serde_json::from_str(end).unwrap(),

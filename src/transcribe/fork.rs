@@ -44,7 +44,7 @@ const LINES_CAPACITY: usize = 256;
 pub async fn transcription_stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let slot = match crate::routes::admit_call(&state) {
         Ok(slot) => slot,
-        Err(refusal) => return refusal,
+        Err(refusal) => return axum::response::IntoResponse::into_response(refusal),
     };
     let calls = state.calls.clone();
     ws.max_message_size(MAX_TWILIO_MESSAGE_BYTES)

@@ -8,6 +8,9 @@
 //! transcript files and call records as assistant calls, and everything is published on the
 //! call's event feed (`transcript.interim`, `transcript.final`, `call.ended`). Nothing is ever
 //! sent back to Twilio on a fork (Twilio treats it as error 31924), only the closing handshake.
+//! When the fork ends, each track flushes its backend and waits, bounded, for the last results,
+//! so words said just before `stop` are kept: `openai` appends silence and commits the input
+//! buffer, `deepgram` sends `Finalize` and `CloseStream`, `whisper` uploads the chunk in progress.
 //!
 //! Backend failures: a streaming session that fails is reopened once (a session that ran for a
 //! minute earns a fresh retry); a Whisper chunk is retried once. When the retry fails too, the

@@ -6,8 +6,11 @@
 //! without speech are never sent. Each chunk is decoded to 16-bit PCM (Whisper does not take
 //! μ-law) and sent as an 8 kHz mono WAV (`file` = `chunk.wav`, `model`, `response_format=json`,
 //! optional `language`) with a bearer key.
-//! Uploads run concurrently but their finals are reported in the order the chunks were cut; a failed upload is retried once, and if it fails again the track
-//! gets a gap and sends no more chunks. The remainder is flushed when the track ends.
+//! Uploads run concurrently but their finals are reported in the order the chunks were cut; a
+//! failed upload is retried once, and if it fails again the track gets a gap and sends no more
+//! chunks. The end of a track is flushed: the chunk in progress is cut (if it holds speech) and
+//! uploaded, and the track is done only when every upload has settled, at most `DRAIN_TIMEOUT`
+//! (15 s) after the end.
 
 use std::io::Cursor;
 use std::sync::Arc;

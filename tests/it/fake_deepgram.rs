@@ -4,8 +4,10 @@
 //! (`encoding=mulaw`, `sample_rate=8000`, else 400). Runs an energy VAD over the binary μ-law it
 //! receives (20 ms windows, RMS > 800): an interim `Results` (`is_final: false`) when speech starts
 //! and every 500 ms of it, a final `Results` (`is_final`, `speech_final`) with the placeholder
-//! `[deepgram speech X.XX s]` after 500 ms of quiet. `CloseStream` flushes and closes. Records
-//! every connection (refused ones too). Optionally drops one connection after its first final.
+//! `[deepgram speech X.XX s]` after 500 ms of quiet. `Finalize` answers at once with the final of
+//! the utterance in progress (`from_finalize: true`), as Deepgram does; `CloseStream` flushes
+//! likewise and closes. Records every connection (refused ones too). Optionally drops one
+//! connection after its first final.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +40,10 @@ pub struct DgConn {
     /// μ-law bytes received in binary frames.
     pub bytes: usize,
     pub keepalives: usize,
+    /// `Finalize` messages received.
+    pub finalizes: usize,
+    /// Finals sent in answer to `Finalize`.
+    pub finals_from_finalize: usize,
     pub close_stream: bool,
     pub interims_sent: usize,
     pub finals_sent: usize,
@@ -164,7 +170,15 @@ async fn serve(
             }
             Some(Ok(Message::Text(text))) => match serde_json::from_str::<Control>(text.as_str()) {
                 Ok(Control::KeepAlive) => update(&mut |c| c.keepalives += 1),
-                Ok(Control::Finalize) => replies.extend(vad.flush()),
+                Ok(Control::Finalize) => {
+                    update(&mut |c| c.finalizes += 1);
+                    replies.extend(vad.flush().map(|mut event| {
+                        if let ListenEvent::Results(r) = &mut event {
+                            r.from_finalize = true;
+                        }
+                        event
+                    }));
+                }
                 Ok(Control::CloseStream) => {
                     update(&mut |c| c.close_stream = true);
                     if let Some(event) = vad.flush() {
@@ -186,12 +200,15 @@ async fn serve(
             let ListenEvent::Results(r) = &event else {
                 continue;
             };
-            let is_final = r.is_final;
+            let (is_final, from_finalize) = (r.is_final, r.from_finalize);
             update(&mut |c| {
                 if is_final {
                     c.finals_sent += 1
                 } else {
                     c.interims_sent += 1
+                }
+                if from_finalize {
+                    c.finals_from_finalize += 1
                 }
             });
             if ws
@@ -279,6 +296,7 @@ impl Vad {
             duration: secs(end - start),
             is_final,
             speech_final: is_final,
+            from_finalize: false,
             channel: Channel {
                 alternatives: vec![Alternative {
                     transcript,

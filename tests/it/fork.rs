@@ -20,7 +20,7 @@ use crate::fake_whisper::FakeWhisper;
 use crate::support::{clip, spawn_app, spawn_with_fake, TestApp};
 
 /// Fork options: caller says `caller-hello.wav`, then the agent says `caller-question.wav`.
-fn fork_options(app: &TestApp, call_sid: &str) -> CallOptions {
+pub(crate) fn fork_options(app: &TestApp, call_sid: &str) -> CallOptions {
     let url = format!("ws://{}/transcription-stream", app.addr);
     let mut opts = CallOptions::new(url, vec![clip("caller-hello.wav")]);
     opts.fork = Some(ForkTracks::Both);
@@ -54,7 +54,7 @@ async fn collect(mut rx: broadcast::Receiver<CallEvent>) -> Vec<CallEvent> {
 }
 
 /// Run one forked call; returns the simulator's report and the call's events.
-async fn fork_call(app: &TestApp, opts: CallOptions) -> (CallReport, Vec<CallEvent>) {
+pub(crate) async fn fork_call(app: &TestApp, opts: CallOptions) -> (CallReport, Vec<CallEvent>) {
     let sid = opts.call_sid.clone().expect("tests pick the call SID");
     let feed = tokio::spawn(collect(app.state.events.subscribe(&sid)));
     let report = sim::run(opts).await.expect("fork call");
@@ -67,7 +67,7 @@ async fn fork_call(app: &TestApp, opts: CallOptions) -> (CallReport, Vec<CallEve
 }
 
 /// `(speaker, text)` of the final events, in order.
-fn finals(events: &[CallEvent]) -> Vec<(Role, String)> {
+pub(crate) fn finals(events: &[CallEvent]) -> Vec<(Role, String)> {
     events
         .iter()
         .filter_map(|e| match e {
@@ -79,7 +79,7 @@ fn finals(events: &[CallEvent]) -> Vec<(Role, String)> {
 
 /// What every fork must show: silence towards Twilio, a clean end, the record and the transcript
 /// agreeing with the final events. Returns the transcript file.
-fn check_fork(app: &TestApp, report: &CallReport, events: &[CallEvent]) -> Value {
+pub(crate) fn check_fork(app: &TestApp, report: &CallReport, events: &[CallEvent]) -> Value {
     assert!(
         report.unexpected_messages.is_empty(),
         "a fork must receive nothing: {:?}",
@@ -329,7 +329,7 @@ async fn bad_twilio_input_on_a_fork_is_counted_but_never_ends_it() {
 }
 
 /// A relay whose forks go to the `whisper` backend at `whisper`.
-async fn whisper_app(whisper: &FakeWhisper) -> TestApp {
+pub(crate) async fn whisper_app(whisper: &FakeWhisper) -> TestApp {
     let mut config = Config {
         openai_api_key: Some("sk-test-key".into()),
         ..Config::default()

@@ -7,6 +7,7 @@ mod fake_deepgram;
 mod fake_twilio;
 mod fake_whisper;
 mod fork;
+mod fork_end;
 mod hostile;
 mod http;
 mod limits;

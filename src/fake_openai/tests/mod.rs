@@ -1,5 +1,6 @@
 //! Tests of the Realtime stand-in, driven by a tokio-tungstenite client over real sockets.
 
+mod commit;
 mod session_events;
 mod transcription;
 mod transport;

@@ -5,7 +5,7 @@ use crate::transcribe::config::TranscribeConfig;
 use crate::transcribe::openai::transcription_session;
 
 /// Connect as the relay's transcription backend does: no model, `intent=transcription`.
-async fn connect(fake: &FakeOpenAi) -> Client {
+pub(super) async fn connect(fake: &FakeOpenAi) -> Client {
     let mut request = format!("{}?intent=transcription", fake.url())
         .into_client_request()
         .unwrap();
@@ -20,11 +20,9 @@ async fn connect(fake: &FakeOpenAi) -> Client {
     client
 }
 
-#[tokio::test]
-async fn transcription_sessions_send_interim_deltas_then_the_final_text_and_never_reply() {
-    let fake = FakeOpenAi::spawn(fast()).await.unwrap();
-    let mut client = connect(&fake).await;
-    // The session the relay's `openai` transcription backend sends.
+/// Connect and configure the session the relay's `openai` transcription backend sends.
+pub(super) async fn connect_as_the_relay(fake: &FakeOpenAi) -> Client {
+    let mut client = connect(fake).await;
     let config = TranscribeConfig {
         transcribe_language: Some("en".into()),
         ..TranscribeConfig::default()
@@ -36,6 +34,13 @@ async fn transcription_sessions_send_interim_deltas_then_the_final_text_and_neve
         })
         .await;
     assert_eq!(client.recv().await["type"], "session.updated");
+    client
+}
+
+#[tokio::test]
+async fn transcription_sessions_send_interim_deltas_then_the_final_text_and_never_reply() {
+    let fake = FakeOpenAi::spawn(fast()).await.unwrap();
+    let mut client = connect_as_the_relay(&fake).await;
 
     for _ in 0..2 {
         let mut audio = silence(400);
