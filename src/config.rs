@@ -182,6 +182,13 @@ pub struct Config {
     /// Calls served at once; above it, new calls are rejected as busy.
     #[arg(long, env = "MAX_CONCURRENT_CALLS", default_value_t = 200)]
     pub max_concurrent_calls: u64,
+    /// A Media Stream must send `start` within this many seconds of its upgrade, else it is closed.
+    #[arg(long, env = "STREAM_START_TIMEOUT_SECS", default_value_t = 10)]
+    pub stream_start_timeout_secs: u64,
+    /// A started Media Stream with no message for this many seconds is dead (Twilio sends a
+    /// frame every 20 ms): the call ends with `twilio_timeout`.
+    #[arg(long, env = "STREAM_IDLE_TIMEOUT_SECS", default_value_t = 10)]
+    pub stream_idle_timeout_secs: u64,
     /// On SIGTERM, how long calls in progress may continue before they are ended, seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 25)]
     pub shutdown_grace_secs: u64,
@@ -258,6 +265,17 @@ impl Config {
                         self.openai_model,
                         models::DEFAULT_MODEL
                     ),
+                });
+            }
+        }
+        for (variable, secs) in [
+            ("STREAM_START_TIMEOUT_SECS", self.stream_start_timeout_secs),
+            ("STREAM_IDLE_TIMEOUT_SECS", self.stream_idle_timeout_secs),
+        ] {
+            if !(1..=300).contains(&secs) {
+                return Err(ConfigError {
+                    variable,
+                    reason: "must be between 1 and 300 seconds".into(),
                 });
             }
         }

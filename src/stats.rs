@@ -11,6 +11,8 @@ use crate::metrics::{Kind, Metrics, Trigger};
 pub enum ErrorKind {
     /// A malformed, unknown or binary message from Twilio.
     TwilioMessage,
+    /// A Twilio stream sent no `start` in time, or went silent.
+    TwilioTimeout,
     /// A malformed event, or an `error` event, from the Realtime API.
     UpstreamEvent,
     /// The Realtime API could not be reached or refused the session.
@@ -35,8 +37,9 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind: each is exported as 0 from start-up, so alerts can be written before the first error.
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::TwilioMessage,
+        ErrorKind::TwilioTimeout,
         ErrorKind::UpstreamEvent,
         ErrorKind::UpstreamConnect,
         ErrorKind::UpstreamSocket,
@@ -53,6 +56,7 @@ impl ErrorKind {
     pub fn label(self) -> &'static str {
         match self {
             ErrorKind::TwilioMessage => "twilio_message",
+            ErrorKind::TwilioTimeout => "twilio_timeout",
             ErrorKind::UpstreamEvent => "upstream_event",
             ErrorKind::UpstreamConnect => "upstream_connect",
             ErrorKind::UpstreamSocket => "upstream_socket",

@@ -55,6 +55,12 @@ pub enum EndReason {
     MaxDuration,
     /// The caller stayed silent through `CALLER_IDLE_PROMPTS` prompts; the assistant said goodbye.
     CallerIdle,
+    /// Twilio's stream went silent: no message for `STREAM_IDLE_TIMEOUT_SECS` (or no `start`
+    /// within `STREAM_START_TIMEOUT_SECS`, which leaves no transcript).
+    TwilioTimeout,
+    /// The stream's `start` was refused (malformed SIDs, a call that already ended or is live,
+    /// a missing or invalid stream token). Only in logs: there is no call to write a transcript for.
+    StreamRefused,
 }
 
 impl EndReason {
@@ -70,6 +76,8 @@ impl EndReason {
             EndReason::ApiHangup => "api_hangup",
             EndReason::MaxDuration => "max_duration",
             EndReason::CallerIdle => "caller_idle",
+            EndReason::TwilioTimeout => "twilio_timeout",
+            EndReason::StreamRefused => "stream_refused",
         }
     }
 }

@@ -8,12 +8,17 @@
 //! Backpressure: caller audio waits in a bounded queue while the upstream socket is busy; when
 //! the queue is full the oldest frame is dropped (and counted) so a slow upstream costs a little
 //! audio, not memory or ever-growing latency. Messages from the outbound task are never dropped.
+//!
+//! Liveness: `start` must arrive within `STREAM_START_TIMEOUT_SECS` of the upgrade, and a started
+//! stream with no message for `STREAM_IDLE_TIMEOUT_SECS` is dead (Twilio sends a frame every
+//! 20 ms): either ends the call as `twilio_timeout`, counted. One timer per call checks it, re-armed
+//! only when it fires, so a frame costs one clock read.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -24,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
 use super::{CallCtx, CallInfo, ToOutbound};
+use crate::app::AppState;
 use crate::realtime::append_json;
-use crate::stats::Stats;
+use crate::stats::{ErrorKind, Stats};
 use crate::transcript::EndReason;
 use crate::twilio::media::{is_base64, FrameProbe, TwilioEvent};
 use crate::upstream::UpstreamSocket;
@@ -49,6 +55,12 @@ pub(super) enum Step {
 /// Per-call state of the Twilio side.
 pub(super) struct Inbound {
     stats: Stats,
+    /// `start` must arrive by then.
+    start_by: Instant,
+    /// When the last message from Twilio arrived.
+    last_seen: Instant,
+    /// `STREAM_IDLE_TIMEOUT_SECS`.
+    idle_after: Duration,
     to_outbound: mpsc::Sender<ToOutbound>,
     /// Set from `start`.
     pub call: Option<CallInfo>,
@@ -61,9 +73,15 @@ pub(super) struct Inbound {
 }
 
 impl Inbound {
-    pub fn new(stats: Stats, to_outbound: mpsc::Sender<ToOutbound>) -> Self {
+    /// For a stream upgraded now.
+    pub fn new(app: &AppState, to_outbound: mpsc::Sender<ToOutbound>) -> Self {
+        let now = Instant::now();
+        let config = &app.config;
         Inbound {
-            stats,
+            stats: app.stats.clone(),
+            start_by: now + Duration::from_secs(config.stream_start_timeout_secs),
+            last_seen: now,
+            idle_after: Duration::from_secs(config.stream_idle_timeout_secs),
             to_outbound,
             call: None,
             frames_in: 0,
@@ -72,8 +90,32 @@ impl Inbound {
         }
     }
 
+    /// When the stream is dead if nothing changes: no `start` by `start_by`, or no message for
+    /// `idle_after` since the last one.
+    pub fn deadline(&self) -> Instant {
+        match self.call {
+            None => self.start_by,
+            Some(_) => self.last_seen + self.idle_after,
+        }
+    }
+
+    /// The stream missed its deadline: count it and say why.
+    pub fn timed_out(&mut self) -> EndReason {
+        self.stats.error(ErrorKind::TwilioTimeout);
+        if self.call.is_none() {
+            warn!("no start from Twilio in time: closing the stream");
+        } else {
+            warn!(
+                idle_s = self.idle_after.as_secs(),
+                "no message from Twilio for STREAM_IDLE_TIMEOUT_SECS: the stream is dead"
+            );
+        }
+        EndReason::TwilioTimeout
+    }
+
     /// Classify one message from Twilio.
     pub fn on_message(&mut self, msg: Message) -> Step {
+        self.last_seen = Instant::now();
         let text = match msg {
             Message::Text(text) => text,
             Message::Binary(bytes) => {
@@ -231,6 +273,7 @@ enum Wake {
     Control(Option<String>),
     Cancelled,
     WriteFailed(tungstenite::Error),
+    TimedOut,
 }
 
 /// Run the Twilio → OpenAI side for one upstream session: until Twilio stops or fails (the call
@@ -252,12 +295,21 @@ pub(super) async fn run(
     let mut control_open = true;
     let cancelled = session.cancelled();
     tokio::pin!(cancelled);
+    let timer = tokio::time::sleep_until(inbound.deadline().into());
+    tokio::pin!(timer);
     let reason = loop {
         // One poll drives everything: write what the socket takes (control first), flush, then
         // read the next message from either side. Reading never waits for writing.
         let wake = poll_fn(|cx| {
             if cancelled.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Wake::Cancelled);
+            }
+            while timer.as_mut().poll(cx).is_ready() {
+                let deadline = inbound.deadline();
+                if deadline <= Instant::now() {
+                    return Poll::Ready(Wake::TimedOut);
+                }
+                timer.as_mut().reset(deadline.into());
             }
             while !control.is_empty() || !audio.is_empty() {
                 match upstream_tx.poll_ready_unpin(cx) {
@@ -297,6 +349,7 @@ pub(super) async fn run(
         .await;
         match wake {
             Wake::Cancelled => break None,
+            Wake::TimedOut => break Some(inbound.timed_out()),
             Wake::WriteFailed(e) => {
                 warn!(error = %e, "could not write to the Realtime API");
                 session.cancel();

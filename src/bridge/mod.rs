@@ -149,7 +149,7 @@ async fn supervise(socket: WebSocket, app: AppState) {
         handle: CallHandle::new(&app.shutdown),
     };
     let mut sides = Sides {
-        inbound: Inbound::new(app.stats.clone(), to_outbound),
+        inbound: Inbound::new(&app, to_outbound),
         twilio_rx,
         out: Outbound::new(ctx.clone(), twilio_tx),
         from_inbound,
@@ -157,6 +157,20 @@ async fn supervise(socket: WebSocket, app: AppState) {
     };
     let mut early: VecDeque<String> = VecDeque::new();
     let mut count = Sessions::default();
+    // A socket that passed the signature check may open its upstream session before `start`
+    // (saving a round trip); anyone else's must first show a `start`, so a stranger's sockets
+    // cost no upstream sessions.
+    if !app.config.validates_signatures() {
+        let deadline = sides.inbound.deadline();
+        if let Some(reason) =
+            read_until_start(&mut sides.inbound, &mut sides.twilio_rx, deadline).await
+        {
+            ctx.end(reason);
+            close_within_a_second(sides.out.close_twilio()).await;
+            finish(app, ctx, sides, started, count).await;
+            return;
+        }
+    }
     // A socket opened in advance by a renewal.
     let mut next: Option<UpstreamSocket> = None;
     loop {
@@ -189,7 +203,10 @@ async fn supervise(socket: WebSocket, app: AppState) {
                         app.stats.error(ErrorKind::UpstreamConnect);
                         count.failures += 1;
                         if count.opened == 0 {
-                            wait_for_start(&mut sides.inbound, &mut sides.twilio_rx).await;
+                            // Log the failure under the call's SID and leave a transcript.
+                            let soon = std::time::Instant::now() + Duration::from_secs(2);
+                            let until = soon.min(sides.inbound.deadline());
+                            read_until_start(&mut sides.inbound, &mut sides.twilio_rx, until).await;
                         }
                         if count.opened == 0 || count.failures >= 2 {
                             error!(error = %e, "could not open the Realtime API session; closing the stream so Twilio plays the fallback");
@@ -332,6 +349,12 @@ async fn connect_while_listening(
                 return None;
             }
             result = &mut connect => return Some(result),
+            _ = tokio::time::sleep_until(inbound.deadline().into()) => {
+                if inbound.deadline() <= std::time::Instant::now() {
+                    ctx.end(inbound.timed_out());
+                    return None;
+                }
+            }
             msg = twilio_rx.next() => {
                 let step = match msg {
                     Some(Ok(msg)) => inbound.on_message(msg),
@@ -361,20 +384,34 @@ async fn connect_while_listening(
     }
 }
 
-/// Twilio's `start` follows the upgrade at once: wait for it briefly (at most 2 s) so an early
-/// failure is logged under the call's SID and leaves a transcript saying what happened.
-async fn wait_for_start(inbound: &mut Inbound, twilio_rx: &mut SplitStream<WebSocket>) {
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+/// Read Twilio until its `start` (then `None`) or until `until`, a `stop` or a close (then why
+/// the call ends). Caller audio before `start` is counted as a bad message, as ever.
+async fn read_until_start(
+    inbound: &mut Inbound,
+    twilio_rx: &mut SplitStream<WebSocket>,
+    until: std::time::Instant,
+) -> Option<EndReason> {
+    let reading = async {
         while inbound.call.is_none() {
-            match twilio_rx.next().await {
-                Some(Ok(msg)) => {
-                    inbound.on_message(msg);
-                }
-                _ => break,
+            let step = match twilio_rx.next().await {
+                Some(Ok(msg)) => inbound.on_message(msg),
+                _ => Step::Closed,
+            };
+            match step {
+                Step::Stop => return Some(EndReason::CallerHungUp),
+                Step::Closed => return Some(EndReason::TwilioDisconnected),
+                Step::Append(_) | Step::Continue => {}
             }
         }
-    })
-    .await;
+        None
+    };
+    match tokio::time::timeout_at(until.into(), reading).await {
+        Ok(ended) => ended,
+        Err(_) if inbound.call.is_none() && until >= inbound.deadline() => {
+            Some(inbound.timed_out())
+        }
+        Err(_) => None,
+    }
 }
 
 /// The session's setup events, then the caller audio kept for it (left in place on failure, so
