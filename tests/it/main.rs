@@ -14,3 +14,4 @@ mod reconnect;
 mod signatures;
 mod support;
 mod twilio_rest;
+mod twiml;
