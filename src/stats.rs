@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::metrics::{Kind, Metrics};
+use crate::metrics::{Exposition, ForkBackend, Kind, Metrics};
 
 /// What went wrong, for `errors_total{kind}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,9 +127,29 @@ impl Stats {
         self.0.metrics.response_latency.observe(took.as_secs_f64());
     }
 
-    /// The Prometheus text exposition.
-    pub fn prometheus(&self) -> String {
-        self.0.metrics.encode()
+    /// One audio frame received on a forked call's `track` (`inbound` or `outbound`).
+    pub fn fork_frame(&self, track: &str) {
+        let m = &self.0.metrics;
+        match track {
+            "outbound" => m.fork_frames_outbound.inc(),
+            _ => m.fork_frames_inbound.inc(),
+        };
+    }
+
+    /// One final transcript segment of a forked call stored.
+    pub fn fork_final(&self) {
+        self.0.metrics.fork_finals.inc();
+    }
+
+    /// A fork track's transcription `backend` (`openai`, `deepgram`, `whisper`) given up.
+    pub fn fork_backend_failed(&self, backend: &'static str) {
+        let family = &self.0.metrics.fork_backend_failures;
+        family.get_or_create(&ForkBackend { backend }).inc();
+    }
+
+    /// The Prometheus exposition in `format` (see [`Exposition::negotiate`]).
+    pub fn prometheus(&self, format: Exposition) -> String {
+        self.0.metrics.encode_as(format)
     }
 
     /// Calls turned away since start.

@@ -229,6 +229,7 @@ impl Fork {
             Err(e) => return self.ignore(&format!("media payload is not base64: {e}")),
         };
         self.frames[track.index()] += 1;
+        self.state.stats.fork_frame(track.name());
         let sender = match &self.tracks[track.index()] {
             Some(sender) => sender.clone(),
             None => match self.open_track(track) {

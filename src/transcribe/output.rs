@@ -100,7 +100,11 @@ impl Output {
                 }
                 if line.kind == LineKind::Final {
                     self.finals += 1;
+                    self.state.stats.fork_final();
                     info!(%at, speaker, text = ?line.text.trim(), "final");
+                } else {
+                    let backend = self.state.config.transcribe.transcribe_backend.name();
+                    self.state.stats.fork_backend_failed(backend);
                 }
                 self.save().await;
                 let event = CallEvent::Final {
