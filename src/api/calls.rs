@@ -14,17 +14,13 @@ use tracing::info;
 use super::ApiError;
 use crate::active::CallSettings;
 use crate::app::AppState;
-use crate::config::{is_e164, Config};
+use crate::config::{is_e164, Config, VOICES};
 use crate::records::{is_terminal, CallRecord};
 use crate::routes::{public_base, stream_url};
 use crate::transcript::{EndReason, Transcript};
 use crate::twilio::rest::{CreateCall, TwilioRest};
 use crate::twilio::twiml;
 
-/// Voices the Realtime API offers (PROTOCOLS.md § OpenAI Realtime).
-const VOICES: [&str; 10] = [
-    "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar",
-];
 /// Longest per-call `instructions`, characters.
 const MAX_INSTRUCTIONS: usize = 20_000;
 /// Twilio's limit on inline `Twiml`, characters.
