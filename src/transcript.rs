@@ -1,7 +1,8 @@
 //! The transcript of one call and its JSON file, `TRANSCRIPT_DIR/{CallSid}.json`.
 //!
-//! The file is rewritten atomically (temp file + rename) after every completed turn and at call
-//! end, so a crash loses at most the turn in progress. Turns are kept in the order they started.
+//! The file is rewritten atomically (temp file + rename, [`write_atomically`]) after every
+//! completed turn and at call end, so a crash loses at most the turn in progress; temp files a
+//! crash or a failed write leaves are removed ([`remove_temp_files`] at start-up). Turns are kept in the order they started.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -191,22 +192,53 @@ impl Transcript {
         dir.join(format!("{}.json", sanitize(&self.call_sid)))
     }
 
-    /// Write the file atomically: `{sid}.json.tmp` then rename. Errors name the path.
+    /// Write the file atomically (see [`write_atomically`]). Errors name the path.
     pub async fn save(&self, dir: &Path) -> anyhow::Result<PathBuf> {
         let path = self.path(dir);
-        let tmp = path.with_extension("json.tmp");
         let json = serde_json::to_vec_pretty(self).context("serializing transcript")?;
+        write_atomically(&path, &json).await?;
+        Ok(path)
+    }
+}
+
+/// Suffix of the temporary file a JSON file is written to before it is renamed into place.
+const TEMP_SUFFIX: &str = ".json.tmp";
+
+/// Write `bytes` to `path` (`….json`) atomically: to `….json.tmp` in the same directory (created
+/// if missing), then renamed over `path`, so readers see the old file or the new one, never half
+/// of one. When a step fails (a full disk, a read-only directory) the temporary file is removed
+/// and the error names the path; the old file, if any, is untouched.
+pub async fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension(&TEMP_SUFFIX[1..]);
+    if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir)
             .await
             .with_context(|| format!("creating {}", dir.display()))?;
-        tokio::fs::write(&tmp, json)
-            .await
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-        Ok(path)
     }
+    let written = match tokio::fs::write(&tmp, bytes).await {
+        Ok(()) => tokio::fs::rename(&tmp, path)
+            .await
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display())),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("writing {}", tmp.display()))),
+    };
+    if written.is_err() {
+        // Best effort: a 0-byte leftover would otherwise stay forever.
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    written
+}
+
+/// Remove the `*.json.tmp` files in `dir` (not below it) that a crash or a failed write left
+/// behind; returns how many were removed. Run at start-up, before anything writes there.
+pub fn remove_temp_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(TEMP_SUFFIX))
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -289,5 +321,44 @@ mod tests {
         let back: Transcript = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(back.turns[0].text, "hello");
         assert!(!dir.path().join("CAetc.json.tmp").exists());
+    }
+
+    /// `path` made a link to `/dev/full`: writing through it fails with ENOSPC, as on a full disk.
+    #[cfg(target_os = "linux")]
+    fn full_disk_at(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("/dev/full", path).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_failed_save_keeps_the_old_file_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Transcript::new("CA1", "MZ1", None, None);
+        t.complete("i", Role::Caller, "hello");
+        let path = t.save(dir.path()).await.unwrap();
+        full_disk_at(&dir.path().join("CA1.json.tmp"));
+        t.complete("j", Role::Assistant, "hi");
+        let err = t.save(dir.path()).await.unwrap_err();
+        assert!(format!("{err:#}").contains("CA1.json.tmp"), "{err:#}");
+        assert!(std::fs::symlink_metadata(dir.path().join("CA1.json.tmp")).is_err());
+        let back: Transcript = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(back.turns.len(), 1, "the last good file stays");
+    }
+
+    #[test]
+    fn temp_files_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["CA1.json.tmp", "CA2.json.tmp", "CA3.json", "notes.txt"] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        assert_eq!(remove_temp_files(dir.path()), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["CA3.json", "notes.txt"]);
+        assert_eq!(remove_temp_files(&dir.path().join("missing")), 0);
     }
 }

@@ -476,7 +476,7 @@ async fn status_callbacks_update_records_in_sequence_order_and_survive_a_restart
     assert_eq!(status, StatusCode::BAD_REQUEST, "no CallSid");
 
     // A new server over the same directory still knows the call.
-    let again = twilio_realtime_relay::records::CallStore::load(app.dir.path());
+    let again = twilio_realtime_relay::records::CallStore::load(app.dir.path(), Default::default());
     assert_eq!(again.get("CA77").unwrap().duration_s, Some(42));
     app.shutdown().await;
 }

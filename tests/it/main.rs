@@ -12,6 +12,7 @@ mod http;
 mod limits;
 mod reconnect;
 mod signatures;
+mod storage;
 mod support;
 mod twilio_rest;
 mod twiml;
