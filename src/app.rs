@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::info;
 
 use std::sync::atomic::AtomicBool;
@@ -134,7 +134,12 @@ pub fn build_router(state: AppState) -> Router {
         .route("/metrics", get(routes::metrics))
         .merge(api::router(state.clone()))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        // Every 5xx is logged where it is decided, with its reason (`ApiError`, refused
+        // upgrades); tower-http's own line ("response failed", at ERROR) would only repeat it.
+        .layer(
+            TraceLayer::new_for_http()
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .with_state(state)
 }
 

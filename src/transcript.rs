@@ -69,6 +69,13 @@ impl EndReason {
     }
 }
 
+/// The `end_reason` string (as [`EndReason::as_str`]), so logs use the transcript's names.
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One utterance. `heard_ms` is set only for interrupted assistant turns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Turn {

@@ -237,3 +237,16 @@ fn a_grace_period_longer_than_the_platforms_allow_is_warned_about() {
         "{warning}"
     );
 }
+#[test]
+fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let mut relay = Relay::start(None, &[("LOG_FORMAT", "text")]);
+    relay.listening();
+    for line in &relay.seen {
+        assert!(!line.contains('\u{1b}'), "ANSI escape in {line:?}");
+    }
+    assert!(
+        relay.seen.iter().any(|l| l.contains(" WARN ")),
+        "{:?}",
+        relay.seen
+    );
+}

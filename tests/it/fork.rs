@@ -20,7 +20,7 @@ use crate::fake_whisper::FakeWhisper;
 use crate::support::{clip, metric, spawn_app, spawn_with_fake, TestApp};
 
 /// Fork options: caller says `caller-hello.wav`, then the agent says `caller-question.wav`.
-fn fork_options(app: &TestApp, call_sid: &str) -> CallOptions {
+pub(crate) fn fork_options(app: &TestApp, call_sid: &str) -> CallOptions {
     let url = format!("ws://{}/transcription-stream", app.addr);
     let mut opts = CallOptions::new(url, vec![clip("caller-hello.wav")]);
     opts.fork = Some(ForkTracks::Both);
@@ -54,7 +54,7 @@ async fn collect(mut rx: broadcast::Receiver<CallEvent>) -> Vec<CallEvent> {
 }
 
 /// Run one forked call; returns the simulator's report and the call's events.
-async fn fork_call(app: &TestApp, opts: CallOptions) -> (CallReport, Vec<CallEvent>) {
+pub(crate) async fn fork_call(app: &TestApp, opts: CallOptions) -> (CallReport, Vec<CallEvent>) {
     let sid = opts.call_sid.clone().expect("tests pick the call SID");
     let feed = tokio::spawn(collect(app.state.events.subscribe(&sid)));
     let report = sim::run(opts).await.expect("fork call");

@@ -10,6 +10,7 @@ mod fork;
 mod hostile;
 mod http;
 mod limits;
+mod logs;
 mod reconnect;
 mod signatures;
 mod storage;
