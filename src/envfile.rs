@@ -41,6 +41,7 @@ pub enum EnvFileError {
     /// A line dotenv syntax cannot parse.
     #[error("{path}: line {line}{}: cannot parse this line at column {column}; write NAME=value and quote values that contain spaces, `#` or quotes", in_parens(.name))]
     Syntax {
+        /// The file.
         path: String,
         /// 1-based.
         line: usize,
@@ -51,7 +52,12 @@ pub enum EnvFileError {
     },
     /// The file exists but cannot be read, or a `${VAR}` reference is broken.
     #[error("{path}: {reason}")]
-    Unreadable { path: String, reason: String },
+    Unreadable {
+        /// The file.
+        path: String,
+        /// The I/O or substitution error.
+        reason: String,
+    },
 }
 
 fn in_parens(name: &Option<String>) -> String {

@@ -64,8 +64,10 @@ pub struct Metrics {
     pub response_latency: Histogram,
     /// Audio frames received on forked calls (`/transcription-stream`), by track.
     pub fork_frames: Family<ForkTrack, Counter>,
-    /// The two `fork_frames` series, resolved once (per-frame path, as `frames_to_openai`).
+    /// The `track="inbound"` series of `fork_frames`, resolved once (per-frame path, as
+    /// `frames_to_openai`).
     pub fork_frames_inbound: Counter,
+    /// The `track="outbound"` series of `fork_frames`, resolved once.
     pub fork_frames_outbound: Counter,
     /// Final transcript segments stored from forked calls.
     pub fork_finals: Counter,

@@ -19,7 +19,10 @@ use crate::twilio::rest::TwilioError;
 pub enum ApiError {
     /// 401: no or wrong bearer token on a request for `path`.
     #[error("missing or invalid bearer token")]
-    Unauthorized { path: String },
+    Unauthorized {
+        /// The request's path, for the log line (never sent back).
+        path: String,
+    },
     /// 503: the feature needs configuration (`API_TOKEN`, Twilio credentials, …).
     #[error("{0}")]
     Disabled(String),
