@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::info;
 
 use std::sync::atomic::AtomicBool;
@@ -26,7 +26,7 @@ use crate::records::CallStore;
 use crate::routes;
 use crate::stats::Stats;
 use crate::twilio::rest::{TwilioAuth, TwilioRest};
-use crate::{transcribe, verify};
+use crate::{transcribe, transcript, verify};
 
 /// Largest HTTP body accepted (Twilio webhooks are a few hundred bytes), bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -56,17 +56,23 @@ pub struct AppState {
 
 impl AppState {
     /// State for `config` with fresh counters.
+    /// Temp files a crash left in `TRANSCRIPT_DIR` (and its `calls/`) are removed first.
     pub fn new(config: Config) -> Self {
         let twilio = twilio_client(&config);
+        let removed = transcript::remove_temp_files(&config.transcript_dir);
+        if removed > 0 {
+            info!(removed, dir = %config.transcript_dir.display(), "removed transcript temp files an earlier run left");
+        }
+        let stats = Stats::default();
         AppState {
             active: ActiveCalls::default(),
             pending: PendingSettings::default(),
             twilio,
             draining: Arc::default(),
-            records: CallStore::load(&config.transcript_dir),
+            records: CallStore::load(&config.transcript_dir, stats.clone()),
             events: EventHub::default(),
             config: Arc::new(config),
-            stats: Stats::default(),
+            stats,
             shutdown: CancellationToken::new(),
             calls: TaskTracker::new(),
         }
@@ -128,7 +134,12 @@ pub fn build_router(state: AppState) -> Router {
         .route("/metrics", get(routes::metrics))
         .merge(api::router(state.clone()))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        // Every 5xx is logged where it is decided, with its reason (`ApiError`, refused
+        // upgrades); tower-http's own line ("response failed", at ERROR) would only repeat it.
+        .layer(
+            TraceLayer::new_for_http()
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .with_state(state)
 }
 

@@ -19,6 +19,16 @@ pub const DEFAULT_INSTRUCTIONS: &str = "You are a friendly, concise phone assist
 pub const DEFAULT_FALLBACK: &str =
     "Sorry, our assistant is not available right now. Please try again later. Goodbye.";
 
+/// Voices the Realtime API offers (PROTOCOLS.md § "OpenAI Realtime API"): `VOICE` and the
+/// per-call `voice` of `POST /api/calls` must be one of them.
+pub const VOICES: [&str; 10] = [
+    "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar",
+];
+
+/// Longest `SHUTDOWN_GRACE_SECS` that fits the platforms' stop timeouts (the shipped `fly.toml`
+/// sets `kill_timeout = 30`; Render's `maxShutdownDelaySeconds` defaults to 30), seconds.
+pub const PLATFORM_STOP_TIMEOUT_SECS: u64 = 30;
+
 /// A secret value (API key, token). `Debug` and `Display` print `[redacted]`; use [`Secret::expose`].
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -303,11 +313,30 @@ impl Config {
                 reason: "must be at most 10".into(),
             });
         }
-        if self.voice.trim().is_empty() {
+        self.voice = self.voice.trim().to_string();
+        if !VOICES.contains(&self.voice.as_str()) {
             return Err(ConfigError {
                 variable: "VOICE",
-                reason: "must not be empty".into(),
+                reason: format!(
+                    "{:?} is not a Realtime voice; use one of {}",
+                    self.voice,
+                    VOICES.join(", ")
+                ),
             });
+        }
+        if let Some(url) = &self.public_url {
+            check_public_url(url).map_err(|reason| ConfigError {
+                variable: "PUBLIC_URL",
+                reason,
+            })?;
+        }
+        if self.shutdown_grace_secs > PLATFORM_STOP_TIMEOUT_SECS {
+            tracing::warn!(
+                variable = "SHUTDOWN_GRACE_SECS",
+                value = self.shutdown_grace_secs,
+                "SHUTDOWN_GRACE_SECS is {} s, above the {PLATFORM_STOP_TIMEOUT_SECS} s Fly (fly.toml kill_timeout) and Render (maxShutdownDelaySeconds) give a stopping process by default: calls still running then are cut off without their transcript; lower it or raise the platform's limit",
+                self.shutdown_grace_secs
+            );
         }
         for opt in [
             &mut self.twilio_account_sid,
@@ -470,6 +499,24 @@ fn parse_public_url(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// `PUBLIC_URL` must be a base URL (scheme and host, optionally a port): the relay appends
+/// `/media-stream`, `/twilio/status` and the signed paths itself, so a path such as
+/// `/incoming-call` would end up in every stream URL (`wss://…/incoming-call/media-stream`).
+fn check_public_url(url: &str) -> Result<(), String> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.trim_end_matches('/');
+    let (host, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    if !path.is_empty() {
+        return Err(format!(
+            "{url:?} has a path or query ({path:?}); give the base URL only, e.g. https://{host} (the relay adds /incoming-call, /media-stream and /twilio/status itself)"
+        ));
+    }
+    Ok(())
+}
+
 fn parse_http_url(s: &str) -> Result<String, String> {
     let s = s.trim().trim_end_matches('/');
     if !(s.starts_with("https://") || s.starts_with("http://")) {
@@ -617,6 +664,38 @@ mod tests {
         assert_eq!(shutdown.date, "2027-01-20");
         assert_eq!(shutdown.replacement, "gpt-realtime-2.1");
         assert!(Config::default().model_shutdown().is_none());
+    }
+
+    #[test]
+    fn unknown_voices_and_public_urls_with_a_path_are_refused() {
+        let voice = |v: &str| {
+            Config {
+                voice: v.into(),
+                ..Config::default()
+            }
+            .validate()
+        };
+        let err = voice("nonsense").unwrap_err();
+        assert_eq!(err.variable, "VOICE");
+        assert!(err.reason.contains("marin"), "{err}");
+        assert_eq!(voice(" cedar ").unwrap().voice, "cedar");
+        let public = |u: &str| {
+            Config {
+                public_url: Some(u.into()),
+                ..Config::default()
+            }
+            .validate()
+        };
+        for bad in [
+            "https://relay.example.com/incoming-call",
+            "https://relay.example.com?x=1",
+            "https://",
+        ] {
+            assert_eq!(public(bad).unwrap_err().variable, "PUBLIC_URL", "{bad}");
+        }
+        for good in ["https://relay.example.com", "http://127.0.0.1:8080"] {
+            assert!(public(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

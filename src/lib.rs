@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`config`]: the typed configuration (flags, environment, `.env`), secrets redacted.
+//! - [`envfile`]: loading `.env` (empty values unset, near-miss names warned, errors by line).
 //! - [`telemetry`]: tracing setup (text or JSON).
 //! - [`active`]: calls in progress by CallSid and per-call settings of outbound calls.
 //! - [`api`]: the HTTP API under `/api` (bearer token) and Twilio's status callback.
@@ -41,6 +42,7 @@ mod borrowed;
 pub mod bridge;
 pub mod config;
 pub mod demo;
+pub mod envfile;
 pub mod events;
 pub mod fake_openai;
 pub mod load;

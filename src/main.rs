@@ -2,8 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use twilio_realtime_relay::config::{Config, LogFormat};
+use twilio_realtime_relay::envfile::{self, EnvFile};
 use twilio_realtime_relay::{app, demo, fake_openai, load, sim, telemetry};
 
 /// Puts an OpenAI Realtime voice assistant on a Twilio phone number.
@@ -36,13 +37,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // A missing .env is normal; a broken one must not be half-applied in silence.
-    if let Err(e) = dotenvy::dotenv() {
-        if !e.not_found() {
-            eprintln!("error: .env: {e} (quote values that contain spaces)");
+    // Before any thread exists (it sets environment variables). A missing .env is normal; a
+    // broken one is not half-applied; empty values are unset.
+    let env_file = match envfile::load(&envfile::known_names(&Cli::command())) {
+        Ok(env_file) => env_file,
+        Err(e) => {
+            eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
-    }
+    };
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     let serve_config = match &cli.command {
@@ -65,20 +68,20 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            None => serve(cli.serve).await,
-            Some(Command::Serve(config)) => serve(config).await,
+            None => serve(cli.serve, &env_file).await,
+            Some(Command::Serve(config)) => serve(config, &env_file).await,
             Some(Command::Call(args)) => {
-                telemetry::init(LogFormat::Text);
+                init_logs(LogFormat::Text, &env_file);
                 sim::main(args).await
             }
             Some(Command::FakeOpenai(args)) => {
-                telemetry::init(LogFormat::Text);
+                init_logs(LogFormat::Text, &env_file);
                 fake_openai::main(args).await
             }
             // The generator logs nothing per call: stderr stays for its report.
             Some(Command::Load(args)) => load::main(args).await,
             Some(Command::Demo(args)) => {
-                telemetry::init(args.config.log_format);
+                init_logs(args.config.log_format, &env_file);
                 demo::run(args).await
             }
         }
@@ -92,7 +95,13 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    telemetry::init(config.log_format);
+/// Set up tracing, then say which `.env` names looked like typos of ours.
+fn init_logs(format: LogFormat, env_file: &EnvFile) {
+    telemetry::init(format);
+    env_file.log_warnings();
+}
+
+async fn serve(config: Config, env_file: &EnvFile) -> anyhow::Result<()> {
+    init_logs(config.log_format, env_file);
     app::run_server(config).await
 }

@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tracing::{info, warn};
 
-use crate::transcript::EndReason;
+use crate::stats::{ErrorKind, Stats};
+use crate::transcript::{remove_temp_files, write_atomically, EndReason};
 
 /// One call as `/api/calls` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,12 +121,19 @@ pub fn is_terminal(status: &str) -> bool {
 pub struct CallStore {
     dir: PathBuf,
     records: Arc<Mutex<HashMap<String, CallRecord>>>,
+    /// Failed writes are counted as `errors_total{kind="storage"}`.
+    stats: Stats,
 }
 
 impl CallStore {
-    /// Load the records under `transcript_dir/calls/`; unreadable files are logged and skipped.
-    pub fn load(transcript_dir: &Path) -> Self {
+    /// Load the records under `transcript_dir/calls/`; unreadable files are logged and skipped,
+    /// temp files left by a crash are removed. Failed writes later are counted in `stats`.
+    pub fn load(transcript_dir: &Path, stats: Stats) -> Self {
         let dir = transcript_dir.join("calls");
+        let removed = remove_temp_files(&dir);
+        if removed > 0 {
+            info!(removed, dir = %dir.display(), "removed call-record temp files an earlier run left");
+        }
         let mut records = HashMap::new();
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for entry in entries.flatten() {
@@ -150,6 +157,7 @@ impl CallStore {
         CallStore {
             dir,
             records: Arc::new(Mutex::new(records)),
+            stats,
         }
     }
 
@@ -203,9 +211,11 @@ impl CallStore {
         Some(record)
     }
 
-    /// Write `record` atomically; a failure is logged (the in-memory record stays current).
+    /// Write `record` atomically; a failure is counted and logged (the in-memory record stays
+    /// current, and the next change of the record writes it again).
     async fn persist(&self, record: &CallRecord) {
         if let Err(e) = self.write(record).await {
+            self.stats.error(ErrorKind::Storage);
             warn!(call_sid = %record.call_sid, error = format!("{e:#}"), "could not persist the call record");
         }
     }
@@ -218,17 +228,7 @@ impl CallStore {
             .take(64)
             .collect();
         let path = self.dir.join(format!("{name}.json"));
-        let tmp = path.with_extension("json.tmp");
-        tokio::fs::create_dir_all(&self.dir)
-            .await
-            .with_context(|| format!("creating {}", self.dir.display()))?;
-        tokio::fs::write(&tmp, serde_json::to_vec_pretty(record)?)
-            .await
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .with_context(|| format!("renaming to {}", path.display()))?;
-        Ok(())
+        write_atomically(&path, &serde_json::to_vec_pretty(record)?).await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CallRecord>> {
@@ -261,7 +261,7 @@ mod tests {
     #[tokio::test]
     async fn records_survive_a_restart_and_list_active_calls_first() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CallStore::load(dir.path());
+        let store = CallStore::load(dir.path(), Stats::default());
         store
             .update(
                 "CA_old",
@@ -276,7 +276,7 @@ mod tests {
                 |_| {},
             )
             .await;
-        let again = CallStore::load(dir.path());
+        let again = CallStore::load(dir.path(), Stats::default());
         let list = again.list(10);
         let sids: Vec<&str> = list.iter().map(|r| r.call_sid.as_str()).collect();
         assert_eq!(sids, ["CA_live", "CA_old"]);
@@ -285,5 +285,47 @@ mod tests {
             Some(EndReason::CallerHungUp)
         );
         assert_eq!(again.list(1).len(), 1);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_failed_write_is_counted_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Stats::default();
+        let store = CallStore::load(dir.path(), stats.clone());
+        let tmp = dir.path().join("calls/CA1.json.tmp");
+        // Writing through a link to /dev/full fails with ENOSPC, as on a full disk.
+        std::fs::create_dir_all(tmp.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+        let record = store
+            .update(
+                "CA1",
+                || CallRecord::new("CA1", "inbound", "ringing"),
+                |_| {},
+            )
+            .await;
+        assert_eq!(record.status, "ringing");
+        assert_eq!(stats.errors(), 1);
+        assert!(stats
+            .prometheus(crate::metrics::Exposition::Classic)
+            .contains("errors_total{kind=\"storage\"} 1"));
+        assert!(
+            std::fs::symlink_metadata(&tmp).is_err(),
+            "temp file removed"
+        );
+        assert_eq!(store.get("CA1").unwrap().status, "ringing", "still served");
+    }
+
+    #[test]
+    fn temp_files_an_earlier_run_left_are_removed_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = dir.path().join("calls");
+        std::fs::create_dir_all(&calls).unwrap();
+        std::fs::write(calls.join("CA1.json.tmp"), b"").unwrap();
+        let record = CallRecord::new("CA2", "inbound", "completed");
+        std::fs::write(calls.join("CA2.json"), serde_json::to_vec(&record).unwrap()).unwrap();
+        let store = CallStore::load(dir.path(), Stats::default());
+        assert!(!calls.join("CA1.json.tmp").exists());
+        assert_eq!(store.get("CA2").unwrap().status, "completed");
     }
 }

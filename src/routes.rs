@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::app::AppState;
 use crate::bridge;
+use crate::metrics::Exposition;
 use crate::stats::ActiveCall;
 use crate::twilio::twiml;
 
@@ -182,14 +183,14 @@ pub struct Connections {
     pub total: u64,
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`: OpenMetrics text when `Accept` asks for it (Prometheus does), otherwise the
+/// classic Prometheus text format 0.0.4; the `Content-Type` names the one sent.
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|h| h.to_str().ok());
+    let format = Exposition::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.stats.prometheus(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        state.stats.prometheus(format),
     )
         .into_response()
 }

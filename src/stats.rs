@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::metrics::{Kind, Metrics, Trigger};
+use crate::metrics::{Exposition, ForkBackend, Kind, Metrics, Trigger};
 
 /// What went wrong, for `errors_total{kind}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +159,11 @@ impl Stats {
         self.0.metrics.frames_dropped.inc();
     }
 
+    /// Caller frames sent again to a new session after an expiry mid-turn.
+    pub fn frames_replayed(&self, frames: usize) {
+        self.0.metrics.frames_replayed.inc_by(frames as u64);
+    }
+
     /// A barge-in.
     pub fn barge_in(&self) {
         self.0.metrics.barge_ins.inc();
@@ -183,9 +188,29 @@ impl Stats {
         self.0.metrics.response_latency.observe(took.as_secs_f64());
     }
 
-    /// The Prometheus text exposition.
-    pub fn prometheus(&self) -> String {
-        self.0.metrics.encode()
+    /// One audio frame received on a forked call's `track` (`inbound` or `outbound`).
+    pub fn fork_frame(&self, track: &str) {
+        let m = &self.0.metrics;
+        match track {
+            "outbound" => m.fork_frames_outbound.inc(),
+            _ => m.fork_frames_inbound.inc(),
+        };
+    }
+
+    /// One final transcript segment of a forked call stored.
+    pub fn fork_final(&self) {
+        self.0.metrics.fork_finals.inc();
+    }
+
+    /// A fork track's transcription `backend` (`openai`, `deepgram`, `whisper`) given up.
+    pub fn fork_backend_failed(&self, backend: &'static str) {
+        let family = &self.0.metrics.fork_backend_failures;
+        family.get_or_create(&ForkBackend { backend }).inc();
+    }
+
+    /// The Prometheus exposition in `format` (see [`Exposition::negotiate`]).
+    pub fn prometheus(&self, format: Exposition) -> String {
+        self.0.metrics.encode_as(format)
     }
 
     /// Calls turned away since start.
@@ -250,7 +275,7 @@ mod tests {
 
     #[test]
     fn every_error_kind_is_exported_from_start_up() {
-        let text = Stats::default().prometheus();
+        let text = Stats::default().prometheus(Exposition::Classic);
         for kind in ErrorKind::ALL {
             let sample = format!(r#"errors_total{{kind="{}"}} 0"#, kind.label());
             assert!(text.contains(&sample), "{sample} missing from\n{text}");

@@ -1,4 +1,8 @@
 //! Tracing set-up in one place: `RUST_LOG` filter (default `info`), text or JSON lines on stderr.
+//! Text is coloured only when stderr is a terminal (and `NO_COLOR` is unset, see no-color.org):
+//! escape codes in a file, `docker logs` or a log collector are noise.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -19,12 +23,18 @@ pub fn guarded(filter: EnvFilter) -> EnvFilter {
     }
 }
 
+/// Whether text logs get ANSI colours: stderr is a terminal and `NO_COLOR` is unset or empty.
+pub fn colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Install the global subscriber. Safe to call once; later calls are ignored.
 pub fn init(format: LogFormat) {
     let filter =
         guarded(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

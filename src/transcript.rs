@@ -1,7 +1,8 @@
 //! The transcript of one call and its JSON file, `TRANSCRIPT_DIR/{CallSid}.json`.
 //!
-//! The file is rewritten atomically (temp file + rename) after every completed turn and at call
-//! end, so a crash loses at most the turn in progress. Turns are kept in the order they started.
+//! The file is rewritten atomically (temp file + rename, [`write_atomically`]) after every
+//! completed turn and at call end, so a crash loses at most the turn in progress; temp files a
+//! crash or a failed write leaves are removed ([`remove_temp_files`] at start-up). Turns are kept in the order they started.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+/// Turns begun whose text has not arrived, at most (a real call has one or two).
+pub const MAX_OPEN_TURNS: usize = 64;
+/// Turns per call, at most: hours of conversation.
+pub const MAX_TURNS: usize = 20_000;
+/// Text per call, at most, bytes (turns and pending text together).
+pub const MAX_TEXT_BYTES: usize = 4 * 1024 * 1024;
 
 /// Who spoke a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +90,13 @@ impl EndReason {
     }
 }
 
+/// The `end_reason` string (as [`EndReason::as_str`]), so logs use the transcript's names.
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One utterance. `heard_ms` is set only for interrupted assistant turns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Turn {
@@ -111,6 +126,13 @@ pub struct Transcript {
     /// Times the Realtime session reached its maximum duration and was renewed (omitted when 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub session_renewals: u32,
+    /// Turns (or text) dropped because the call passed [`MAX_OPEN_TURNS`], [`MAX_TURNS`] or
+    /// [`MAX_TEXT_BYTES`]: only a misbehaving upstream gets there (omitted when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_turns: u32,
+    /// Bytes of text kept so far (turns and pending), against [`MAX_TEXT_BYTES`].
+    #[serde(skip)]
+    text_bytes: usize,
     /// Turns whose text has not arrived yet, by Realtime item id.
     #[serde(skip)]
     pending: HashMap<String, Turn>,
@@ -130,26 +152,43 @@ impl Transcript {
             turns: Vec::new(),
             upstream_reconnects: 0,
             session_renewals: 0,
+            dropped_turns: 0,
+            text_bytes: 0,
             pending: HashMap::new(),
         }
     }
 
     /// Note that item `item_id` began at `at` (speech started, first assistant audio sent).
+    /// Beyond [`MAX_OPEN_TURNS`] open at once the item is dropped and counted.
     pub fn begin(&mut self, item_id: &str, role: Role, at: DateTime<Utc>) {
-        self.pending.entry(item_id.to_string()).or_insert(Turn {
-            role,
-            text: String::new(),
-            started_at: at,
-            interrupted: false,
-            heard_ms: None,
-        });
+        if self.pending.contains_key(item_id) {
+            return;
+        }
+        if self.pending.len() >= MAX_OPEN_TURNS {
+            self.dropped_turns = self.dropped_turns.saturating_add(1);
+            return;
+        }
+        self.pending.insert(
+            item_id.to_string(),
+            Turn {
+                role,
+                text: String::new(),
+                started_at: at,
+                interrupted: false,
+                heard_ms: None,
+            },
+        );
     }
 
-    /// Append partial text (a transcript delta) to a pending turn.
+    /// Append partial text (a transcript delta) to a pending turn (dropped past [`MAX_TEXT_BYTES`]).
     pub fn append(&mut self, item_id: &str, role: Role, delta: &str) {
         self.begin(item_id, role, Utc::now());
+        if self.text_bytes + delta.len() > MAX_TEXT_BYTES {
+            return;
+        }
         if let Some(turn) = self.pending.get_mut(item_id) {
             turn.text.push_str(delta);
+            self.text_bytes += delta.len();
         }
     }
 
@@ -167,21 +206,27 @@ impl Transcript {
         }
     }
 
-    /// Complete a turn with its final text; returns false if the text was empty (nothing added).
+    /// Complete a turn with its final text; returns false if nothing was added (empty text, or
+    /// the call is past [`MAX_TURNS`] / [`MAX_TEXT_BYTES`]: then the turn is dropped and counted).
     pub fn complete(&mut self, item_id: &str, role: Role, text: &str) -> bool {
-        let mut turn = self.pending.remove(item_id).unwrap_or(Turn {
-            role,
-            text: String::new(),
-            started_at: Utc::now(),
-            interrupted: false,
-            heard_ms: None,
-        });
+        let mut turn = match self.pending.remove(item_id) {
+            Some(turn) => {
+                self.text_bytes -= turn.text.len();
+                turn
+            }
+            None => Turn {
+                role,
+                text: String::new(),
+                started_at: Utc::now(),
+                interrupted: false,
+                heard_ms: None,
+            },
+        };
         turn.text = text.trim().to_string();
         if turn.text.is_empty() {
             return false;
         }
-        self.insert(turn);
-        true
+        self.keep(turn)
     }
 
     /// Whether a turn of `role` has begun and its text not yet arrived.
@@ -191,27 +236,73 @@ impl Transcript {
 
     /// Forget a pending turn whose text will never come (its transcription failed).
     pub fn discard(&mut self, item_id: &str) {
-        self.pending.remove(item_id);
+        if let Some(turn) = self.pending.remove(item_id) {
+            self.text_bytes -= turn.text.len();
+        }
+    }
+
+    /// The upstream session these item ids belong to is gone: keep the pending turns' partial
+    /// text as turns (never lost) and forget the ids, which a new session may reuse.
+    pub fn settle_pending(&mut self) {
+        let mut pending: Vec<Turn> = self.pending.drain().map(|(_, t)| t).collect();
+        pending.sort_by_key(|t| t.started_at);
+        let mut kept = Vec::with_capacity(pending.len());
+        for mut turn in pending {
+            self.text_bytes -= turn.text.len();
+            turn.text = turn.text.trim().to_string();
+            if !turn.text.is_empty() && self.admits(&turn, kept.len()) {
+                self.text_bytes += turn.text.len();
+                kept.push(turn);
+            }
+        }
+        if kept.is_empty() {
+            return;
+        }
+        // One merge of two sorted lists: linear, however many turns were pending.
+        let turns = std::mem::take(&mut self.turns);
+        let mut merged = Vec::with_capacity(turns.len() + kept.len());
+        let (mut a, mut b) = (turns.into_iter().peekable(), kept.into_iter().peekable());
+        loop {
+            let take_a = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => x.started_at <= y.started_at,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            merged.extend(if take_a { a.next() } else { b.next() });
+        }
+        self.turns = merged;
     }
 
     /// Mark the call ended; pending turns with partial text are kept, not lost.
     pub fn finish(&mut self, reason: EndReason) {
-        let pending: Vec<Turn> = self.pending.drain().map(|(_, t)| t).collect();
-        for mut turn in pending {
-            turn.text = turn.text.trim().to_string();
-            if !turn.text.is_empty() {
-                self.insert(turn);
-            }
-        }
+        self.settle_pending();
         self.ended_at = Some(Utc::now());
         self.end_reason = Some(reason);
     }
 
-    fn insert(&mut self, turn: Turn) {
+    /// Whether the call has room for `turn` besides `also` turns about to be added; counts it
+    /// as dropped if not.
+    fn admits(&mut self, turn: &Turn, also: usize) -> bool {
+        let fits = self.turns.len() + also < MAX_TURNS
+            && self.text_bytes + turn.text.len() <= MAX_TEXT_BYTES;
+        if !fits {
+            self.dropped_turns = self.dropped_turns.saturating_add(1);
+        }
+        fits
+    }
+
+    /// Add a completed turn in order of when it started, if the call has room for it.
+    fn keep(&mut self, turn: Turn) -> bool {
+        if !self.admits(&turn, 0) {
+            return false;
+        }
+        self.text_bytes += turn.text.len();
         let at = self
             .turns
             .partition_point(|t| t.started_at <= turn.started_at);
         self.turns.insert(at, turn);
+        true
     }
 
     /// `dir/{call_sid}.json`.
@@ -219,22 +310,53 @@ impl Transcript {
         dir.join(format!("{}.json", sanitize(&self.call_sid)))
     }
 
-    /// Write the file atomically: `{sid}.json.tmp` then rename. Errors name the path.
+    /// Write the file atomically (see [`write_atomically`]). Errors name the path.
     pub async fn save(&self, dir: &Path) -> anyhow::Result<PathBuf> {
         let path = self.path(dir);
-        let tmp = path.with_extension("json.tmp");
         let json = serde_json::to_vec_pretty(self).context("serializing transcript")?;
+        write_atomically(&path, &json).await?;
+        Ok(path)
+    }
+}
+
+/// Suffix of the temporary file a JSON file is written to before it is renamed into place.
+const TEMP_SUFFIX: &str = ".json.tmp";
+
+/// Write `bytes` to `path` (`….json`) atomically: to `….json.tmp` in the same directory (created
+/// if missing), then renamed over `path`, so readers see the old file or the new one, never half
+/// of one. When a step fails (a full disk, a read-only directory) the temporary file is removed
+/// and the error names the path; the old file, if any, is untouched.
+pub async fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension(&TEMP_SUFFIX[1..]);
+    if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir)
             .await
             .with_context(|| format!("creating {}", dir.display()))?;
-        tokio::fs::write(&tmp, json)
-            .await
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-        Ok(path)
     }
+    let written = match tokio::fs::write(&tmp, bytes).await {
+        Ok(()) => tokio::fs::rename(&tmp, path)
+            .await
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display())),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("writing {}", tmp.display()))),
+    };
+    if written.is_err() {
+        // Best effort: a 0-byte leftover would otherwise stay forever.
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    written
+}
+
+/// Remove the `*.json.tmp` files in `dir` (not below it) that a crash or a failed write left
+/// behind; returns how many were removed. Run at start-up, before anything writes there.
+pub fn remove_temp_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(TEMP_SUFFIX))
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -309,6 +431,49 @@ mod tests {
         assert!(json["turns"][0].get("heard_ms").is_none());
     }
 
+    #[test]
+    fn a_flood_of_items_is_bounded_and_finishing_it_is_linear() {
+        let mut t = Transcript::new("CA1", "MZ1", None, None);
+        let t0 = Utc::now();
+        for i in 0..250_000 {
+            t.append(&format!("item_{i}"), Role::Assistant, "x");
+        }
+        t.begin("late", Role::Caller, t0);
+        assert!(!t.has_pending(Role::Caller), "beyond the open-turn bound");
+        t.finish(EndReason::CallerHungUp);
+        assert_eq!(t.turns.len(), MAX_OPEN_TURNS);
+        assert_eq!(t.dropped_turns as usize, 250_000 - MAX_OPEN_TURNS + 1);
+        let json = serde_json::to_value(&t).unwrap();
+        assert_eq!(json["dropped_turns"], 250_000 - MAX_OPEN_TURNS as u64 + 1);
+    }
+
+    #[test]
+    fn settled_turns_merge_in_order_and_their_ids_can_be_reused() {
+        let mut t = Transcript::new("CA1", "MZ1", None, None);
+        let t0 = Utc::now();
+        t.begin("item_3", Role::Caller, t0);
+        t.append("item_3", Role::Caller, "half a sen");
+        t.begin(
+            "item_2",
+            Role::Assistant,
+            t0 + chrono::Duration::milliseconds(500),
+        );
+        t.complete("item_2", Role::Assistant, "answer");
+        t.settle_pending();
+        // A new session reuses item_3 for the assistant.
+        t.begin("item_3", Role::Assistant, t0 + chrono::Duration::seconds(2));
+        t.complete("item_3", Role::Assistant, "Hello again");
+        let turns: Vec<_> = t.turns.iter().map(|x| (x.role, x.text.as_str())).collect();
+        assert_eq!(
+            turns,
+            [
+                (Role::Caller, "half a sen"),
+                (Role::Assistant, "answer"),
+                (Role::Assistant, "Hello again")
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn save_writes_the_file_atomically_under_the_call_sid() {
         let dir = tempfile::tempdir().unwrap();
@@ -319,5 +484,44 @@ mod tests {
         let back: Transcript = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(back.turns[0].text, "hello");
         assert!(!dir.path().join("CAetc.json.tmp").exists());
+    }
+
+    /// `path` made a link to `/dev/full`: writing through it fails with ENOSPC, as on a full disk.
+    #[cfg(target_os = "linux")]
+    fn full_disk_at(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("/dev/full", path).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_failed_save_keeps_the_old_file_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Transcript::new("CA1", "MZ1", None, None);
+        t.complete("i", Role::Caller, "hello");
+        let path = t.save(dir.path()).await.unwrap();
+        full_disk_at(&dir.path().join("CA1.json.tmp"));
+        t.complete("j", Role::Assistant, "hi");
+        let err = t.save(dir.path()).await.unwrap_err();
+        assert!(format!("{err:#}").contains("CA1.json.tmp"), "{err:#}");
+        assert!(std::fs::symlink_metadata(dir.path().join("CA1.json.tmp")).is_err());
+        let back: Transcript = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(back.turns.len(), 1, "the last good file stays");
+    }
+
+    #[test]
+    fn temp_files_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["CA1.json.tmp", "CA2.json.tmp", "CA3.json", "notes.txt"] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        assert_eq!(remove_temp_files(dir.path()), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["CA3.json", "notes.txt"]);
+        assert_eq!(remove_temp_files(&dir.path().join("missing")), 0);
     }
 }

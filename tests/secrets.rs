@@ -174,7 +174,7 @@ async fn scenario() -> Run {
         send(get("/api/calls", Some(API_TOKEN))).await,
         StatusCode::OK
     );
-    let hangup = Request::post("/api/calls/CA0000/hangup")
+    let hangup = Request::post("/api/calls/CA00000000000000000000000000000000/hangup")
         .header(header::AUTHORIZATION, format!("Bearer {API_TOKEN}"))
         .body(Body::empty())
         .expect("request");

@@ -14,17 +14,13 @@ use tracing::info;
 use super::ApiError;
 use crate::active::CallSettings;
 use crate::app::AppState;
-use crate::config::{is_e164, Config};
+use crate::config::{is_e164, Config, VOICES};
 use crate::records::{is_terminal, CallRecord};
 use crate::routes::{public_base, stream_url};
 use crate::transcript::{EndReason, Transcript};
 use crate::twilio::rest::{CreateCall, TwilioRest};
-use crate::twilio::twiml;
+use crate::twilio::{is_call_sid, twiml};
 
-/// Voices the Realtime API offers (PROTOCOLS.md § OpenAI Realtime).
-const VOICES: [&str; 10] = [
-    "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar",
-];
 /// Longest per-call `instructions`, characters.
 const MAX_INSTRUCTIONS: usize = 20_000;
 /// Twilio's limit on inline `Twiml`, characters.
@@ -254,14 +250,23 @@ pub async fn transcript(
 
 /// `POST /api/calls/{call_sid}/hangup` → Twilio `Status=completed`, or `Status=canceled` while
 /// the call's record says it has not been answered (see [`TwilioRest::hang_up`]). A Twilio 20404
-/// means the call had already ended: 200 with that said.
+/// for a call this relay knows (in progress or on record) means it had already ended: 200 with
+/// that said; for a call neither knows, 404. A `call_sid` that is not `CA` + 32 hex digits is 422
+/// and never reaches Twilio.
 pub async fn hang_up(
     State(state): State<AppState>,
     Path(call_sid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    if !is_call_sid(&call_sid) {
+        return Err(ApiError::invalid(
+            "call_sid",
+            format!("{call_sid:?} is not a CallSid (CA followed by 32 hexadecimal digits)"),
+        ));
+    }
     let twilio = twilio(&state)?;
     // Say why before Twilio's `stop` arrives, so the transcript does not blame the caller.
     let handle = state.active.get(&call_sid);
+    let on_record = handle.is_some() || state.records.get(&call_sid).is_some();
     if let Some(h) = &handle {
         h.set_reason(EndReason::ApiHangup);
     }
@@ -279,11 +284,16 @@ pub async fn hang_up(
             };
             (json!({"call_sid": call_sid, "status": call.status}), status)
         }
-        Err(e) if e.is_not_found() => (
+        Err(e) if e.is_not_found() && on_record => (
             json!({"call_sid": call_sid, "status": "completed",
                 "message": "the call had already ended (Twilio 20404)"}),
             "completed".to_string(),
         ),
+        Err(e) if e.is_not_found() => {
+            return Err(ApiError::NotFound(format!(
+                "no call {call_sid}: not in this relay's records and unknown to Twilio (20404)"
+            )))
+        }
         Err(e) => return Err(e.into()),
     };
     if let Some(h) = handle {

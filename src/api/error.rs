@@ -1,21 +1,28 @@
 //! The HTTP API's error type: JSON `{"error":{"code","message","source","field"?}}` with the
 //! right status. Twilio's own code and message pass through with `source: "twilio"` and 502;
 //! 5xx details of our own are logged, never sent.
+//!
+//! Every error is logged once, here, as it becomes a response: the ones a client or Twilio
+//! causes and the relay expects (4xx, Twilio's refusals as 502, a feature not configured as 503)
+//! at WARN with their reason; internal errors at ERROR with their cause.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::twilio::rest::TwilioError;
 
 /// Everything an `/api` or Twilio-callback handler can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// 401: no or wrong bearer token.
+    /// 401: no or wrong bearer token on a request for `path`.
     #[error("missing or invalid bearer token")]
-    Unauthorized,
+    Unauthorized {
+        /// The request's path, for the log line (never sent back).
+        path: String,
+    },
     /// 503: the feature needs configuration (`API_TOKEN`, Twilio credentials, …).
     #[error("{0}")]
     Disabled(String),
@@ -49,10 +56,54 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The one log line of this error, answered with `status`.
+    fn log(&self, status: StatusCode) {
+        let status = status.as_u16();
+        match self {
+            ApiError::Internal(e) => {
+                error!(
+                    status,
+                    error = format!("{e:#}"),
+                    "internal error in the HTTP API"
+                );
+            }
+            ApiError::Unauthorized { path } => warn!(
+                status,
+                path = path.as_str(),
+                "rejected an /api request without a valid bearer token"
+            ),
+            ApiError::Twilio(TwilioError::Api {
+                code,
+                message,
+                http_status,
+                ..
+            }) => warn!(
+                status,
+                twilio_status = http_status,
+                twilio_code = code,
+                reason = message.as_str(),
+                "Twilio refused the request"
+            ),
+            ApiError::Invalid { field, message } => warn!(
+                status,
+                field,
+                reason = message.as_str(),
+                "invalid request to the HTTP API"
+            ),
+            other => warn!(
+                status,
+                reason = %other,
+                "HTTP API request failed"
+            ),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = match &self {
-            ApiError::Unauthorized => (
+            ApiError::Unauthorized { .. } => (
                 StatusCode::UNAUTHORIZED,
                 json!({"code": "unauthorized", "message": self.to_string(), "source": "relay"}),
             ),
@@ -86,14 +137,12 @@ impl IntoResponse for ApiError {
                 StatusCode::BAD_GATEWAY,
                 json!({"code": "twilio_unreachable", "message": e.to_string(), "source": "twilio"}),
             ),
-            ApiError::Internal(e) => {
-                error!(error = format!("{e:#}"), "internal error in the HTTP API");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({"code": "internal", "message": "internal error", "source": "relay"}),
-                )
-            }
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"code": "internal", "message": "internal error", "source": "relay"}),
+            ),
         };
+        self.log(status);
         (status, Json(json!({ "error": body }))).into_response()
     }
 }

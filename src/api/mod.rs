@@ -16,7 +16,6 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use subtle::ConstantTimeEq;
-use tracing::warn;
 
 pub use error::ApiError;
 pub use status::twilio_status;
@@ -55,7 +54,8 @@ async fn require_token(
         Ok(next.run(request).await)
     } else {
         state.stats.error(crate::stats::ErrorKind::ApiAuth);
-        warn!(path = %request.uri().path(), "rejected an /api request without a valid bearer token");
-        Err(ApiError::Unauthorized)
+        Err(ApiError::Unauthorized {
+            path: request.uri().path().to_string(),
+        })
     }
 }

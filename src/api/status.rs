@@ -41,6 +41,6 @@ pub async fn twilio_status(
             },
         )
         .await;
-    info!(call_sid = %cb.call_sid, status, applied, sequence = ?cb.sequence(), "Twilio status callback");
+    info!(call_sid = %cb.call_sid, status, applied, sequence = cb.sequence(), "Twilio status callback");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -28,12 +28,14 @@ use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
+use super::replay::{Frame, Replay};
+use super::ToInbound;
 use super::{CallCtx, CallInfo, ToOutbound};
 use crate::app::AppState;
 use crate::realtime::append_json;
 use crate::stats::{ErrorKind, Stats};
 use crate::transcript::EndReason;
-use crate::twilio::media::{is_base64, FrameProbe, TwilioEvent};
+use crate::twilio::media::{base64_decoded_len, is_base64, FrameProbe, TwilioEvent};
 use crate::upstream::UpstreamSocket;
 
 /// Ignored messages logged in full per call; the rest are counted and summarized at the end.
@@ -43,8 +45,8 @@ pub(super) const UPSTREAM_QUEUE_FRAMES: usize = 50;
 
 /// What to do after one Twilio message.
 pub(super) enum Step {
-    /// Send this `input_audio_buffer.append` JSON upstream.
-    Append(String),
+    /// Send this `input_audio_buffer.append` upstream.
+    Append(Frame),
     Continue,
     /// Twilio sent `stop`.
     Stop,
@@ -70,6 +72,8 @@ pub(super) struct Inbound {
     pub frames_dropped: u64,
     /// Messages ignored as malformed, unknown or binary.
     pub ignored: u64,
+    /// What the current session has been sent, for a replay after an expiry mid-turn.
+    pub replay: Replay,
 }
 
 impl Inbound {
@@ -87,6 +91,7 @@ impl Inbound {
             frames_in: 0,
             frames_dropped: 0,
             ignored: 0,
+            replay: Replay::default(),
         }
     }
 
@@ -161,7 +166,8 @@ impl Inbound {
                 self.frames_in += 1;
                 self.stats.frame_to_openai(media.payload.len());
                 trace!(bytes = media.payload.len(), "caller audio");
-                return Step::Append(append_json(&media.payload));
+                let bytes = base64_decoded_len(&media.payload);
+                return Step::Append(Frame::new(append_json(&media.payload), bytes));
             }
         }
         let event = match serde_json::from_str::<TwilioEvent>(text.as_str()) {
@@ -199,7 +205,12 @@ impl Inbound {
                     stream_sid,
                     parameters: start.custom_parameters,
                 };
-                info!(from = ?info.param("From"), to = ?info.param("To"), tracks = ?start.tracks, "stream started");
+                info!(
+                    from = info.param("From").unwrap_or("-"),
+                    to = info.param("To").unwrap_or("-"),
+                    tracks = start.tracks.join(","),
+                    "stream started"
+                );
                 self.call = Some(info.clone());
                 if self
                     .to_outbound
@@ -254,7 +265,7 @@ impl Inbound {
     }
 
     /// Queue caller audio for upstream, dropping the oldest frame when the queue is full.
-    pub fn enqueue(&mut self, queue: &mut VecDeque<String>, json: String) {
+    pub fn enqueue(&mut self, queue: &mut VecDeque<Frame>, frame: Frame) {
         if queue.len() >= UPSTREAM_QUEUE_FRAMES {
             queue.pop_front();
             self.frames_dropped += 1;
@@ -263,14 +274,14 @@ impl Inbound {
                 warn!("the Realtime API is not keeping up: dropping the oldest caller audio");
             }
         }
-        queue.push_back(json);
+        queue.push_back(frame);
     }
 }
 
 /// What woke the inbound loop.
 enum Wake {
     Twilio(Option<Result<Message, axum::Error>>),
-    Control(Option<String>),
+    Control(Option<ToInbound>),
     Cancelled,
     WriteFailed(tungstenite::Error),
     TimedOut,
@@ -285,11 +296,11 @@ pub(super) async fn run(
     mut inbound: Inbound,
     mut twilio_rx: SplitStream<WebSocket>,
     mut upstream_tx: SplitSink<UpstreamSocket, tungstenite::Message>,
-    mut from_outbound: mpsc::Receiver<String>,
+    mut from_outbound: mpsc::Receiver<ToInbound>,
     ctx: CallCtx,
     session: CancellationToken,
-) -> (Inbound, SplitStream<WebSocket>, VecDeque<String>) {
-    let mut audio: VecDeque<String> = VecDeque::with_capacity(UPSTREAM_QUEUE_FRAMES);
+) -> (Inbound, SplitStream<WebSocket>, VecDeque<Frame>) {
+    let mut audio: VecDeque<Frame> = VecDeque::with_capacity(UPSTREAM_QUEUE_FRAMES);
     let mut control: VecDeque<String> = VecDeque::new();
     let mut unflushed = false;
     let mut control_open = true;
@@ -314,13 +325,15 @@ pub(super) async fn run(
             while !control.is_empty() || !audio.is_empty() {
                 match upstream_tx.poll_ready_unpin(cx) {
                     Poll::Ready(Ok(())) => {
-                        let json = control
-                            .pop_front()
-                            .or_else(|| audio.pop_front())
-                            .expect("one queue is non-empty");
-                        if let Err(e) =
-                            upstream_tx.start_send_unpin(tungstenite::Message::text(json))
-                        {
+                        let message = match control.pop_front() {
+                            Some(json) => tungstenite::Message::text(json),
+                            None => {
+                                let frame = audio.pop_front().expect("one queue is non-empty");
+                                inbound.replay.sent(&frame);
+                                tungstenite::Message::Text(frame.json)
+                            }
+                        };
+                        if let Err(e) = upstream_tx.start_send_unpin(message) {
                             return Poll::Ready(Wake::WriteFailed(e));
                         }
                         unflushed = true;
@@ -355,7 +368,11 @@ pub(super) async fn run(
                 session.cancel();
                 break None;
             }
-            Wake::Control(Some(json)) => control.push_back(json),
+            Wake::Control(Some(ToInbound::Send(json))) => control.push_back(json),
+            Wake::Control(Some(ToInbound::TurnStarted { audio_start_ms })) => {
+                inbound.replay.turn_started(audio_start_ms)
+            }
+            Wake::Control(Some(ToInbound::TurnAnswered)) => inbound.replay.turn_answered(),
             Wake::Control(None) => control_open = false,
             Wake::Twilio(msg) => {
                 let step = match msg {
@@ -367,7 +384,7 @@ pub(super) async fn run(
                     None => Step::Closed,
                 };
                 match step {
-                    Step::Append(json) => inbound.enqueue(&mut audio, json),
+                    Step::Append(frame) => inbound.enqueue(&mut audio, frame),
                     Step::Continue => {}
                     Step::Stop => break Some(EndReason::CallerHungUp),
                     Step::Closed => break Some(EndReason::TwilioDisconnected),
@@ -382,6 +399,12 @@ pub(super) async fn run(
     super::close_within_a_second(async {
         for json in control.drain(..) {
             let _ = upstream_tx.feed(tungstenite::Message::text(json)).await;
+        }
+        // What the outbound side still had queued for this session (e.g. a turn notice).
+        while let Ok(msg) = from_outbound.try_recv() {
+            if let ToInbound::Send(json) = msg {
+                let _ = upstream_tx.feed(tungstenite::Message::text(json)).await;
+            }
         }
         let _ = upstream_tx.close().await;
     })

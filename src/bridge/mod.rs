@@ -22,6 +22,7 @@ mod inbound;
 mod outbound;
 pub mod playback;
 mod renewal;
+mod replay;
 mod session;
 
 pub use session::{call_session, transcribes_caller};
@@ -46,7 +47,8 @@ use crate::transcript::{EndReason, Transcript};
 use crate::upstream::{self, UpstreamSocket};
 use inbound::{Inbound, Step};
 use outbound::Outbound;
-use renewal::SessionEnd;
+use renewal::{FollowUp, SessionEnd};
+use replay::{Frame, Replay};
 
 /// Caller audio kept while the upstream socket opens: 500 frames = 10 s. Beyond that the oldest
 /// frames are dropped (and counted): the caller is not hearing anyone yet anyway.
@@ -78,6 +80,16 @@ impl CallInfo {
             self.param("To").map(str::to_string),
         )
     }
+}
+
+/// From the outbound task to the inbound task, which owns the upstream socket.
+pub(crate) enum ToInbound {
+    /// Send this client event upstream.
+    Send(String),
+    /// The server heard the caller start a turn at `audio_start_ms` (its audio clock).
+    TurnStarted { audio_start_ms: u64 },
+    /// The caller's turn has been answered.
+    TurnAnswered,
 }
 
 /// From the inbound task to the outbound task.
@@ -124,7 +136,7 @@ struct Sides {
     out: Outbound,
     from_inbound: mpsc::Receiver<ToOutbound>,
     /// Caller audio read but not yet sent when the last session ended.
-    unsent: VecDeque<String>,
+    unsent: VecDeque<Frame>,
 }
 
 /// How many upstream sessions a call has had, and why each one after the first was opened.
@@ -155,7 +167,7 @@ async fn supervise(socket: WebSocket, app: AppState) {
         from_inbound,
         unsent: VecDeque::new(),
     };
-    let mut early: VecDeque<String> = VecDeque::new();
+    let mut early: VecDeque<Frame> = VecDeque::new();
     let mut count = Sessions::default();
     // A socket that passed the signature check may open its upstream session before `start`
     // (saving a round trip); anyone else's must first show a `start`, so a stranger's sockets
@@ -221,7 +233,7 @@ async fn supervise(socket: WebSocket, app: AppState) {
         };
         let (mut upstream_tx, upstream_rx) = socket.split();
         let setup = sides.out.session_setup(count.opened > 0);
-        if let Err(e) = send_all(&mut upstream_tx, setup, &early).await {
+        if let Err(e) = send_all(&mut upstream_tx, setup, &early, &mut sides.inbound.replay).await {
             app.stats.error(ErrorKind::UpstreamSocket);
             count.failures += 1;
             if count.failures >= 2 {
@@ -245,7 +257,24 @@ async fn supervise(socket: WebSocket, app: AppState) {
             ctx.end(EndReason::ServerShutdown); // keeps an earlier reason
             break;
         }
-        early.extend(sides.unsent.drain(..));
+        let expired_mid_turn = matches!(sides.out.session_end, Some(SessionEnd::Expired { .. }))
+            && sides.out.follow_up != FollowUp::None;
+        let replayed = sides.inbound.replay.take_turn(expired_mid_turn);
+        if !replayed.is_empty() {
+            // The next session hears the turn again, so its own turn detection answers it;
+            // the follow-up only covers a turn whose rest it never hears.
+            info!(
+                frames = replayed.len(),
+                "replaying the caller's turn in progress to the next session"
+            );
+            app.stats.frames_replayed(replayed.len());
+            sides.out.follow_up = FollowUp::RespondIfSilent;
+        }
+        early = replayed
+            .into_iter()
+            .chain(sides.unsent.drain(..))
+            .chain(early.drain(..))
+            .collect();
         match sides.out.session_end.take() {
             Some(SessionEnd::Renewed(socket)) => {
                 count.renewals += 1;
@@ -326,7 +355,13 @@ async fn run_session(
             unsent,
         }),
         (inbound, outbound) => {
-            error!(inbound = ?inbound.err(), outbound = ?outbound.err(), "a call task failed");
+            let describe =
+                |e: Option<tokio::task::JoinError>| e.map_or("-".into(), |e| e.to_string());
+            error!(
+                inbound = describe(inbound.err()),
+                outbound = describe(outbound.err()),
+                "a call task failed"
+            );
             None
         }
     }
@@ -336,7 +371,7 @@ async fn run_session(
 async fn connect_while_listening(
     inbound: &mut Inbound,
     twilio_rx: &mut SplitStream<WebSocket>,
-    early: &mut VecDeque<String>,
+    early: &mut VecDeque<Frame>,
     ctx: &CallCtx,
 ) -> Option<Result<(UpstreamSocket, Duration), upstream::UpstreamError>> {
     let connect = upstream::connect(&ctx.app.config);
@@ -415,19 +450,21 @@ async fn read_until_start(
 }
 
 /// The session's setup events, then the caller audio kept for it (left in place on failure, so
-/// the next attempt still has it).
+/// the next attempt still has it), noted in `replay` as sent to this session.
 async fn send_all(
     upstream_tx: &mut SplitSink<UpstreamSocket, tungstenite::Message>,
     setup: Vec<String>,
-    audio: &VecDeque<String>,
+    audio: &VecDeque<Frame>,
+    replay: &mut Replay,
 ) -> Result<(), tungstenite::Error> {
     for json in setup {
         upstream_tx.feed(tungstenite::Message::text(json)).await?;
     }
-    for json in audio {
+    for frame in audio {
         upstream_tx
-            .feed(tungstenite::Message::text(json.clone()))
+            .feed(tungstenite::Message::Text(frame.json.clone()))
             .await?;
+        replay.sent(frame);
     }
     upstream_tx.flush().await
 }
@@ -462,6 +499,13 @@ async fn finish(app: AppState, ctx: CallCtx, sides: Sides, started: Instant, cou
         t.upstream_reconnects = count.reconnects;
         t.session_renewals = count.renewals;
         t.finish(reason);
+        if t.dropped_turns > 0 {
+            app.stats.error(ErrorKind::UpstreamEvent);
+            warn!(
+                dropped_turns = t.dropped_turns,
+                "the Realtime API opened more transcript items than a call holds; the excess was dropped"
+            );
+        }
         app.events.publish(
             &t.call_sid,
             CallEvent::Ended {
@@ -486,8 +530,8 @@ async fn finish(app: AppState, ctx: CallCtx, sides: Sides, started: Instant, cou
         frames_dropped = inbound.frames_dropped,
         frames_out = out.frames_out,
         barge_ins = out.barge_ins,
-        response_latency_p50_ms = ?latencies.get(latencies.len() / 2),
-        response_latency_max_ms = ?latencies.last(),
+        response_latency_p50_ms = latencies.get(latencies.len() / 2).copied(),
+        response_latency_max_ms = latencies.last().copied(),
         upstream_reconnects = count.reconnects,
         session_renewals = count.renewals,
         ignored_messages = inbound.ignored + out.ignored,

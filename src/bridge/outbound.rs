@@ -25,7 +25,7 @@ use super::ending::Ending;
 use super::idle::IdleWatch;
 use super::playback::Playback;
 use super::renewal::{CallerTurn, FollowUp, Renewal, SessionEnd, SESSION_EXPIRED};
-use super::{CallCtx, ToOutbound};
+use super::{CallCtx, ToInbound, ToOutbound};
 use crate::active::CallSettings;
 use crate::events::CallEvent;
 use crate::realtime::server::{EventProbe, OUTPUT_AUDIO_DELTA};
@@ -39,8 +39,8 @@ use crate::upstream::UpstreamSocket;
 pub(super) struct Outbound {
     pub(super) ctx: CallCtx,
     twilio_tx: SplitSink<WebSocket, Message>,
-    /// Writes for the current upstream session (the inbound task sends them).
-    pub(super) to_upstream: mpsc::Sender<String>,
+    /// Writes for the current upstream session and turn notices (the inbound task owns the socket).
+    pub(super) to_upstream: mpsc::Sender<ToInbound>,
     /// Why the upstream session ended while the call was still up (renewal or failure).
     pub(super) session_end: Option<SessionEnd>,
     pub(super) playback: Playback,
@@ -56,6 +56,9 @@ pub(super) struct Outbound {
     pub(super) greeted: bool,
     /// The item a barge-in interrupted: late deltas of it are dropped, not played.
     pub(super) muted_item: Option<String>,
+    /// Items of an earlier session still playing at Twilio: a barge-in clears them but cannot
+    /// truncate them (the current session does not know them).
+    pub(super) stale_items: Vec<String>,
     /// Set once the model called `end_call`.
     pub(super) ending: Option<Ending>,
     /// When the caller last stopped speaking, until the reply's first audio is sent.
@@ -107,6 +110,7 @@ impl Outbound {
             pending_updates: 0,
             greeted: false,
             muted_item: None,
+            stale_items: Vec::new(),
             ending: None,
             speech_stopped_at: None,
             response_active: false,
@@ -162,11 +166,18 @@ impl Outbound {
             ServerEvent::OutputAudioDelta { item_id, delta, .. } => {
                 self.audio(&item_id, &delta).await?;
             }
-            ServerEvent::SpeechStarted { item_id, .. } => {
+            ServerEvent::SpeechStarted {
+                item_id,
+                audio_start_ms,
+            } => {
                 if let Some(t) = self.transcript.as_mut() {
                     t.begin(&item_id, Role::Caller, Utc::now());
                 }
                 self.caller_turn = CallerTurn::Speaking;
+                let _ = self
+                    .to_upstream
+                    .send(ToInbound::TurnStarted { audio_start_ms })
+                    .await;
                 self.follow_up_at = None;
                 self.caller_spoke().await;
                 self.barge_in().await?;
@@ -178,6 +189,11 @@ impl Outbound {
             ServerEvent::TimeoutTriggered { .. } => self.server_idle_prompt().await,
             ServerEvent::ResponseCreated { response } => {
                 self.response_active = true;
+                if self.caller_turn != CallerTurn::Quiet {
+                    // The turn is being answered: a later expiry is handled by a follow-up
+                    // response, not by hearing the turn again.
+                    let _ = self.to_upstream.send(ToInbound::TurnAnswered).await;
+                }
                 self.caller_turn = CallerTurn::Quiet;
                 if let Some(ending) = self.ending.as_mut() {
                     ending.response_created(&response.id);
@@ -325,13 +341,17 @@ impl Outbound {
         self.barge_ins += 1;
         self.ctx.app.stats.barge_in();
         for cut in cuts {
-            info!(item_id = %cut.item_id, heard_ms = cut.heard_ms, "barge-in: cleared Twilio and truncating");
-            let truncate = ClientEvent::ConversationItemTruncate {
-                item_id: cut.item_id.as_str().into(),
-                content_index: 0,
-                audio_end_ms: cut.heard_ms,
-            };
-            self.upstream(truncate.to_json()).await;
+            if self.stale_items.contains(&cut.item_id) {
+                info!(item_id = %cut.item_id, heard_ms = cut.heard_ms, "barge-in: cleared Twilio (an earlier session's item: nothing to truncate)");
+            } else {
+                info!(item_id = %cut.item_id, heard_ms = cut.heard_ms, "barge-in: cleared Twilio and truncating");
+                let truncate = ClientEvent::ConversationItemTruncate {
+                    item_id: cut.item_id.as_str().into(),
+                    content_index: 0,
+                    audio_end_ms: cut.heard_ms,
+                };
+                self.upstream(truncate.to_json()).await;
+            }
             if let Some(t) = self.transcript.as_mut() {
                 t.interrupt(&cut.item_id, cut.heard_ms);
             }
@@ -383,7 +403,7 @@ impl Outbound {
 
     pub(super) async fn upstream(&self, json: String) {
         // The inbound task owns the upstream socket; if it is gone the call is ending anyway.
-        let _ = self.to_upstream.send(json).await;
+        let _ = self.to_upstream.send(ToInbound::Send(json)).await;
     }
 }
 

@@ -135,6 +135,22 @@ impl Playback {
         !self.marks.is_empty() || self.sending.as_ref().is_some_and(|s| s.sent > s.marked)
     }
 
+    /// Items with audio not yet played (marks pending, or an unmarked tail).
+    pub fn unplayed_items(&self) -> Vec<String> {
+        let mut items: Vec<String> = Vec::new();
+        let tail = self
+            .sending
+            .as_ref()
+            .filter(|s| s.sent > s.marked)
+            .map(|s| &s.item_id);
+        for id in self.marks.iter().map(|m| &m.item_id).chain(tail) {
+            if !items.contains(id) {
+                items.push(id.clone());
+            }
+        }
+        items
+    }
+
     /// ms of audio sent for the item currently being sent, if any.
     pub fn sent_ms(&self, item_id: &str) -> Option<u64> {
         match &self.sending {

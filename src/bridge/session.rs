@@ -176,6 +176,7 @@ impl Outbound {
     /// up once that audio has played, as its response cannot continue.
     fn forget_session(&mut self) {
         self.muted_item = None;
+        self.stale_items = self.playback.unplayed_items();
         self.speech_stopped_at = None;
         self.pending_updates = 0;
         self.response_active = false;
@@ -184,6 +185,10 @@ impl Outbound {
         self.session_configured = false;
         if let Some(ending) = self.ending.as_mut() {
             ending.session_ended();
+        }
+        // The old session's item ids mean nothing now (a new session may reuse them).
+        if let Some(t) = self.transcript.as_mut() {
+            t.settle_pending();
         }
     }
 

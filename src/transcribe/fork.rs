@@ -149,7 +149,7 @@ async fn supervise(mut socket: WebSocket, state: AppState, settings: Arc<Backend
         None => (0, 0),
     };
     info!(
-        end_reason = ?reason,
+        end_reason = %reason,
         duration_ms = started.elapsed().as_millis() as u64,
         frames_inbound = fork.frames[0],
         frames_outbound = fork.frames[1],
@@ -206,7 +206,14 @@ impl Fork {
                     to: start.custom_parameters.get("To").cloned(),
                 };
                 let backend = self.settings.transcribe.transcribe_backend.name();
-                info!(from = ?info.from, to = ?info.to, tracks = ?start.tracks, backend, "fork started");
+                let tracks = start.tracks.join(",");
+                info!(
+                    from = info.from.as_deref(),
+                    to = info.to.as_deref(),
+                    tracks,
+                    backend,
+                    "fork started"
+                );
                 self.output = Some(Output::start(&self.state, &info).await);
             }
             TwilioEvent::Stop { .. } => {
@@ -231,6 +238,7 @@ impl Fork {
             Err(e) => return self.ignore(&format!("media payload is not base64: {e}")),
         };
         self.frames[track.index()] += 1;
+        self.state.stats.fork_frame(track.name());
         let sender = match &self.tracks[track.index()] {
             Some(sender) => sender.clone(),
             None => match self.open_track(track) {

@@ -292,7 +292,7 @@ async fn on_message(
             items.commit_answered = true;
         }
         ServerEvent::Error { error } => {
-            warn!(code = ?error.code, message = %error.message, "Realtime API error");
+            warn!(code = error.code.as_deref().unwrap_or("-"), message = %error.message, "Realtime API error");
         }
         _ => {}
     }

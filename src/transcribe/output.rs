@@ -85,7 +85,7 @@ impl Output {
         match line.kind {
             LineKind::Interim => {
                 self.interims += 1;
-                info!(%at, speaker, text = ?line.text, "interim");
+                info!(%at, speaker, text = line.text.as_str(), "interim");
                 let event = CallEvent::Interim {
                     speaker: line.role,
                     text: line.text,
@@ -100,7 +100,11 @@ impl Output {
                 }
                 if line.kind == LineKind::Final {
                     self.finals += 1;
-                    info!(%at, speaker, text = ?line.text.trim(), "final");
+                    self.state.stats.fork_final();
+                    info!(%at, speaker, text = line.text.trim(), "final");
+                } else {
+                    let backend = self.state.config.transcribe.transcribe_backend.name();
+                    self.state.stats.fork_backend_failed(backend);
                 }
                 self.save().await;
                 let event = CallEvent::Final {

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::app::AppState;
 use crate::routes::stream_url;
-use crate::twilio::twiml::escape;
+use crate::twilio::twiml::{escape, parameter_value};
 
 /// Said (then `<Hangup/>`) when `TRANSCRIBE_FORWARD_TO` is unset; the fork still runs.
 pub const NO_FORWARD_MESSAGE: &str =
@@ -25,7 +25,7 @@ pub const NO_FORWARD_MESSAGE: &str =
 /// `<Response><Start><Stream url track="both_tracks"><Parameter…/></Stream></Start><Dial>…</Dial></Response>`.
 ///
 /// `stream_url` is the `wss://…/transcription-stream` URL; `from`/`to` become the `From`/`To`
-/// `<Parameter>`s (cut to 500 characters). `forward_to` is an E.164 number (`<Dial>+1…</Dial>`) or
+/// `<Parameter>`s (see [`parameter_value`]). `forward_to` is an E.164 number (`<Dial>+1…</Dial>`) or
 /// a SIP URI (`<Dial><Sip>sip:…</Sip></Dial>`); without one the caller hears
 /// [`NO_FORWARD_MESSAGE`] and the call is hung up.
 pub fn transcribe_twiml(
@@ -42,11 +42,10 @@ pub fn transcribe_twiml(
     );
     for (name, value) in [("From", from), ("To", to)] {
         if let Some(value) = value {
-            let value: String = value.chars().take(500).collect();
             let _ = write!(
                 xml,
                 r#"<Parameter name="{name}" value="{}"/>"#,
-                escape(&value)
+                escape(&parameter_value(value))
             );
         }
     }

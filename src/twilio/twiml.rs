@@ -1,11 +1,21 @@
 //! TwiML documents we serve: the `<Connect><Stream>` answer and the no-assistant fallback.
 //!
 //! Follows `PROTOCOLS.md` § "TwiML" (twilio.com/docs/voice/twiml/stream): the stream URL is `wss://`
-//! without a query string; data rides in `<Parameter>`s; values are XML-escaped.
+//! without a query string; data rides in `<Parameter>`s; values are XML-escaped, and characters
+//! XML 1.0 forbids are dropped, so whatever a caller's `From` or a configured message holds, the
+//! document stays well-formed (Twilio answers an ill-formed one with an application error).
 
 use std::fmt::Write;
 
-/// Text that may appear in XML text or attribute values, escaped.
+/// Whether XML 1.0 allows `c` in a document (§2.2 `Char`): tab, line feed, carriage return and
+/// everything from U+0020 except U+FFFE and U+FFFF (Rust strings hold no surrogates).
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+}
+
+/// `s` for XML text or attribute values: markup escaped, tab, line feed and carriage return as
+/// character references (so attribute-value normalization cannot turn them into spaces), and
+/// characters XML forbids (other C0 controls, U+FFFE, U+FFFF) dropped.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -15,10 +25,24 @@ pub fn escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            '\t' => out.push_str("&#x9;"),
+            '\n' => out.push_str("&#xA;"),
+            '\r' => out.push_str("&#xD;"),
+            c if !is_xml_char(c) => {}
             c => out.push(c),
         }
     }
     out
+}
+
+/// A `<Parameter>` value as Twilio will receive it: characters XML forbids dropped, then cut to
+/// Twilio's 500 characters (PROTOCOLS.md § "TwiML"). Escape the result with [`escape`].
+pub fn parameter_value(value: &str) -> String {
+    value
+        .chars()
+        .filter(|&c| is_xml_char(c))
+        .take(500)
+        .collect()
 }
 
 const HEADER: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
@@ -26,7 +50,7 @@ const HEADER: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
 /// `<Say>intro</Say>?<Connect><Stream url><Parameter…/></Stream></Connect><Say>fallback</Say>`.
 ///
 /// `stream_url` is the `wss://…/media-stream` URL; `parameters` become `<Parameter name value>`
-/// (Twilio limits each to 500 characters; longer values are cut). The trailing `<Say>` is only
+/// (see [`parameter_value`]: Twilio limits each to 500 characters; longer values are cut). The trailing `<Say>` is only
 /// played when the stream ends while the call is still up, e.g. the assistant was unreachable.
 pub fn connect_stream(
     intro: Option<&str>,
@@ -41,7 +65,7 @@ pub fn connect_stream(
     }
     let _ = write!(xml, r#"<Connect><Stream url="{}">"#, escape(stream_url));
     for (name, value) in parameters {
-        let value: String = value.chars().take(500).collect();
+        let value = parameter_value(value);
         let _ = write!(
             xml,
             r#"<Parameter name="{}" value="{}"/>"#,
@@ -84,6 +108,15 @@ mod tests {
         );
         assert!(!xml.contains("<Hangup/>"), "{xml}");
         assert!(xml.contains("&quot;/&gt;&lt;Hangup/&gt;"));
+    }
+
+    #[test]
+    fn characters_xml_forbids_are_dropped_and_whitespace_survives_as_references() {
+        assert_eq!(escape("a\u{0}\u{1b}b\u{FFFE}\u{FFFF}c"), "abc");
+        assert_eq!(escape("a\tb\r\nc"), "a&#x9;b&#xD;&#xA;c");
+        assert_eq!(escape("é\u{10000}\u{FFFD}"), "é\u{10000}\u{FFFD}");
+        let long = format!("\u{0}{}", "x".repeat(600));
+        assert_eq!(parameter_value(&long), "x".repeat(500));
     }
 
     #[test]

@@ -361,6 +361,62 @@ async fn hanging_up_a_placed_call_that_is_still_ringing_cancels_it() {
 }
 
 #[tokio::test]
+async fn hanging_up_a_call_nobody_knows_is_404_and_a_mistyped_sid_is_422() {
+    let twilio = FakeTwilio::start().await;
+    let (app, _fake) = api_app(&twilio, |_| {}).await;
+    let unknown = "CA0123456789abcdef0123456789abcdef";
+    let (status, body) = json_of(
+        &app,
+        api("POST", &format!("/api/calls/{unknown}/hangup"), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["code"], "not_found");
+    assert_eq!(twilio.requests().len(), 1, "Twilio was asked");
+    assert!(
+        app.state.records.get(unknown).is_none(),
+        "no record invented"
+    );
+
+    for mistyped in [
+        "CA0123456789abcdef0123456789abcde",
+        "CAnothex0123456789abcdef012345678",
+        "PN0123456789abcdef0123456789abcdef",
+    ] {
+        let (status, body) = json_of(
+            &app,
+            api("POST", &format!("/api/calls/{mistyped}/hangup"), None),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{mistyped}: {body}"
+        );
+        assert_eq!(body["error"]["field"], "call_sid");
+    }
+    assert_eq!(
+        twilio.requests().len(),
+        1,
+        "mistyped SIDs never reach Twilio"
+    );
+
+    // A call on record that Twilio no longer knows had already ended: still 200.
+    let ended = "CAfedcba9876543210fedcba9876543210";
+    let callback = format!("CallSid={ended}&CallStatus=completed&SequenceNumber=1");
+    let (status, _, _) = app.request(status_callback(&callback)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = json_of(
+        &app,
+        api("POST", &format!("/api/calls/{ended}/hangup"), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("already ended"));
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn numbers_are_listed_across_all_of_twilios_pages() {
     let twilio = FakeTwilio::start().await;
     let numbers: Vec<FakeNumber> = (0..5)
@@ -420,7 +476,7 @@ async fn status_callbacks_update_records_in_sequence_order_and_survive_a_restart
     assert_eq!(status, StatusCode::BAD_REQUEST, "no CallSid");
 
     // A new server over the same directory still knows the call.
-    let again = twilio_realtime_relay::records::CallStore::load(app.dir.path());
+    let again = twilio_realtime_relay::records::CallStore::load(app.dir.path(), Default::default());
     assert_eq!(again.get("CA77").unwrap().duration_s, Some(42));
     app.shutdown().await;
 }

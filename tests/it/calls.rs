@@ -109,10 +109,11 @@ async fn the_session_update_is_ga_shaped_and_comes_first() {
         c.instructions = "Be brief.".into();
     })
     .await;
-    // Waiting for the session is enough: no audio needs to flow.
+    // Waiting for the session is enough: no audio needs to flow. The caller stays on the line
+    // (silent) until then.
     let mut opts = call_options(&app, vec![]);
-    opts.quiet_ms = 0;
-    opts.reply_timeout_ms = 0;
+    opts.quiet_ms = 60_000;
+    opts.max_call_ms = 2_000;
     let call = tokio::spawn(sim::run(opts));
     assert!(
         fake.wait_for(Duration::from_secs(10), |c| c

@@ -17,7 +17,7 @@ use twilio_realtime_relay::transcript::Role;
 
 use crate::fake_deepgram::FakeDeepgram;
 use crate::fake_whisper::FakeWhisper;
-use crate::support::{clip, spawn_app, spawn_with_fake, TestApp};
+use crate::support::{clip, metric, spawn_app, spawn_with_fake, TestApp};
 
 /// Fork options: caller says `caller-hello.wav`, then the agent says `caller-question.wav`.
 pub(crate) fn fork_options(app: &TestApp, call_sid: &str) -> CallOptions {
@@ -466,5 +466,61 @@ async fn transcribe_call_answers_twiml_that_forks_both_tracks_and_dials_the_forw
     assert_eq!(from.attribute("value"), Some("+15550001111"));
     let dial = doc.descendants().find(|n| n.has_tag_name("Dial")).unwrap();
     assert_eq!(dial.text(), Some("+15550003333"));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn forked_calls_are_counted_in_metrics_by_track_finals_and_failed_backends() {
+    let (app, _fake) = spawn_with_fake(FakeOptions::default(), |_| {}).await;
+    let before = app.metrics().await;
+    for series in [
+        r#"fork_frames_total{track="inbound"}"#,
+        r#"fork_frames_total{track="outbound"}"#,
+        "fork_finals_total",
+        r#"fork_backend_failures_total{backend="openai"}"#,
+        r#"fork_backend_failures_total{backend="deepgram"}"#,
+    ] {
+        assert_eq!(
+            metric(&before, series),
+            0.0,
+            "{series} exported from start-up"
+        );
+    }
+    let (report, events) = fork_call(&app, fork_options(&app, "CAforkmetrics")).await;
+    check_fork(&app, &report, &events);
+    let after = app.metrics().await;
+    assert_eq!(
+        metric(&after, r#"fork_frames_total{track="inbound"}"#),
+        (report.sent_audio.len() / 160) as f64
+    );
+    assert_eq!(
+        metric(&after, r#"fork_frames_total{track="outbound"}"#),
+        (report.sent_agent_audio.len() / 160) as f64
+    );
+    assert_eq!(
+        metric(&after, "fork_finals_total"),
+        finals(&events).len() as f64
+    );
+    assert_eq!(
+        metric(&after, r#"fork_backend_failures_total{backend="openai"}"#),
+        0.0
+    );
+    app.shutdown().await;
+
+    // A backend that refuses every connection: each track gives up once, and is counted.
+    let deepgram = FakeDeepgram::spawn("the-right-key").await;
+    let mut config = Config::default();
+    config.transcribe.transcribe_backend = Backend::Deepgram;
+    config.transcribe.deepgram_api_key = Some("a-wrong-key".into());
+    config.transcribe.deepgram_url = deepgram.url();
+    let app = spawn_app(config).await;
+    let (report, events) = fork_call(&app, fork_options(&app, "CAforkmetricsgap")).await;
+    check_fork(&app, &report, &events);
+    let after = app.metrics().await;
+    assert_eq!(
+        metric(&after, r#"fork_backend_failures_total{backend="deepgram"}"#),
+        2.0
+    );
+    assert_eq!(metric(&after, "fork_finals_total"), 0.0);
     app.shutdown().await;
 }

@@ -1,4 +1,4 @@
-//! The HTTP surface: TwiML from `/incoming-call` and `/health`.
+//! The HTTP surface: TwiML from `/incoming-call`, `/health` and `/metrics`.
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
@@ -131,4 +131,80 @@ async fn health_reports_status_counters_and_whether_openai_is_configured() {
         assert_eq!(health["twilio_configured"], false);
         app.shutdown().await;
     }
+}
+
+/// What Prometheus's classic text parser needs to keep a sample's type: a `# TYPE` line for the
+/// sample's own name (`calls_total`, not `calls`), or for a histogram its `_bucket`, `_sum` and
+/// `_count` samples; nothing it does not know (`# UNIT`, `# EOF`).
+fn assert_classic_types(body: &str) {
+    let mut declared: Option<(String, String)> = None;
+    let mut samples = 0;
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            declared = Some((name.to_string(), kind.to_string()));
+        } else if let Some(comment) = line.strip_prefix('#') {
+            assert!(
+                comment.starts_with(" HELP "),
+                "classic text has no {line:?}"
+            );
+        } else {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let (family, kind) = declared
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name} has no # TYPE"));
+            let typed = match kind.as_str() {
+                "histogram" => ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|s| name.strip_suffix(s) == Some(family)),
+                _ => name == family,
+            };
+            assert!(
+                typed,
+                "{name} is not covered by # TYPE {family} {kind}:\n{body}"
+            );
+            samples += 1;
+        }
+    }
+    assert!(samples > 10, "{body}");
+}
+
+#[tokio::test]
+async fn metrics_are_served_in_the_format_their_content_type_names() {
+    let app = spawn_app(configured()).await;
+    let get = |accept: Option<&str>| {
+        let mut request = Request::get("/metrics");
+        if let Some(accept) = accept {
+            request = request.header(header::ACCEPT, accept);
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    // curl, or a scraper that only speaks the classic format.
+    for accept in [None, Some("*/*"), Some("text/plain;version=0.0.4")] {
+        let (status, headers, body) = app.request(get(accept)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            headers[header::CONTENT_TYPE],
+            "text/plain; version=0.0.4; charset=utf-8",
+            "{accept:?}"
+        );
+        assert_classic_types(&body);
+        assert!(
+            body.contains("# TYPE calls_total counter\ncalls_total 0\n"),
+            "{body}"
+        );
+    }
+    // What Prometheus sends: it gets OpenMetrics, labelled as such.
+    let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let (_, headers, body) = app.request(get(Some(prometheus))).await;
+    assert_eq!(
+        headers[header::CONTENT_TYPE],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(
+        body.contains("# TYPE calls counter\ncalls_total 0\n"),
+        "{body}"
+    );
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    app.shutdown().await;
 }

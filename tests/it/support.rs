@@ -90,6 +90,16 @@ impl TestApp {
         )
     }
 
+    /// `GET /metrics` (no `Accept`: the classic text format).
+    pub async fn metrics(&self) -> String {
+        let request = Request::get("/metrics")
+            .body(Body::empty())
+            .expect("request");
+        let (status, _, body) = self.request(request).await;
+        assert_eq!(status, StatusCode::OK);
+        body
+    }
+
     /// Wait (at most 10 s) until every call task has finished: transcripts written, counters final.
     pub async fn calls_finished(&self) {
         self.state.calls.close();
@@ -113,6 +123,16 @@ impl TestApp {
             server.await.expect("server task").expect("server");
         }
     }
+}
+
+/// The value of the sample `series` (a name with its labels, exactly as exported) in a
+/// `/metrics` body; panics naming it when it is missing.
+pub fn metric(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} missing from:\n{metrics}"))
 }
 
 /// A bundled caller clip as 8 kHz μ-law.
