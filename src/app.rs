@@ -52,6 +52,8 @@ pub struct AppState {
     pub twilio: Option<TwilioRest>,
     /// Set on SIGTERM/SIGINT: new calls are turned away while calls in progress finish.
     pub draining: Arc<AtomicBool>,
+    /// Stream tokens already used (a token opens one stream).
+    pub stream_tokens: crate::twilio::stream_token::TokenLedger,
 }
 
 impl AppState {
@@ -69,6 +71,7 @@ impl AppState {
             pending: PendingSettings::default(),
             twilio,
             draining: Arc::default(),
+            stream_tokens: Default::default(),
             records: CallStore::load(&config.transcript_dir, stats.clone()),
             events: EventHub::default(),
             config: Arc::new(config),

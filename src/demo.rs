@@ -73,6 +73,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Some(fake)
     };
     let transcript_dir = config.transcript_dir.clone();
+    // With TWILIO_AUTH_TOKEN set the relay checks signatures and stream tokens: the simulated
+    // call signs like Twilio does, against the URL the relay believes Twilio called.
+    let signing = config
+        .twilio_auth_token
+        .as_ref()
+        .filter(|_| config.validates_signatures())
+        .map(|token| (token.expose().to_string(), config.public_url.clone()));
 
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -83,6 +90,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let clips = load_clips(&args.audio)?;
     let mut call = CallOptions::new(format!("ws://{addr}/media-stream"), clips);
     call.interrupt_after_ms = args.interrupt_after_ms;
+    if let Some((token, public_url)) = signing {
+        call.auth_token = Some(token);
+        call.signed_url =
+            public_url.map(|base| crate::routes::websocket_url(&format!("{base}/media-stream")));
+    }
     call.params = vec![
         ("From".into(), "+15550100001".into()),
         ("To".into(), "+15550100002".into()),

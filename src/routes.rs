@@ -17,7 +17,7 @@ use crate::app::AppState;
 use crate::bridge;
 use crate::metrics::Exposition;
 use crate::stats::ActiveCall;
-use crate::twilio::twiml;
+use crate::twilio::{self, stream_token, twiml};
 
 /// Read buffer per WebSocket, bytes (messages larger than it still work; it grows as needed).
 pub const READ_BUFFER_BYTES: usize = 4096;
@@ -66,10 +66,17 @@ pub async fn incoming_call(
     } else {
         let url = stream_url(config.public_url.as_deref(), &headers, "/media-stream");
         info!(call_sid, stream_url = %url, "incoming call");
-        let parameters: Vec<(&str, &str)> = ["From", "To"]
+        let token = stream_token_for(config, |now| {
+            let call_sid = params.get("CallSid").filter(|s| twilio::is_call_sid(s))?;
+            Some((call_sid.clone(), now + stream_token::INCOMING_TTL_SECS))
+        });
+        let mut parameters: Vec<(&str, &str)> = ["From", "To"]
             .into_iter()
             .filter_map(|k| params.get(k).map(|v| (k, v.as_str())))
             .collect();
+        if let Some(token) = &token {
+            parameters.push((stream_token::PARAMETER, token));
+        }
         twiml::connect_stream(
             config.intro_message.as_deref(),
             &url,
@@ -78,6 +85,20 @@ pub async fn incoming_call(
         )
     };
     ([(header::CONTENT_TYPE, "text/xml")], body).into_response()
+}
+
+/// The stream token for a call's TwiML when signatures are checked (see
+/// [`stream_token`]): `subject_and_expiry(now)` names the subject and the expiry (Unix seconds).
+pub fn stream_token_for(
+    config: &crate::config::Config,
+    subject_and_expiry: impl FnOnce(i64) -> Option<(String, i64)>,
+) -> Option<String> {
+    let key = config
+        .twilio_auth_token
+        .as_ref()
+        .filter(|_| config.validates_signatures())?;
+    let (subject, expires) = subject_and_expiry(chrono::Utc::now().timestamp())?;
+    Some(stream_token::issue(key.expose(), &subject, expires))
 }
 
 /// The public base URL, e.g. `https://relay.example.com`: `PUBLIC_URL` when set, otherwise the

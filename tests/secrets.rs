@@ -23,7 +23,6 @@ use twilio_realtime_relay::audio;
 use twilio_realtime_relay::config::{Config, Secret};
 use twilio_realtime_relay::fake_openai::{FakeOpenAi, FakeOptions};
 use twilio_realtime_relay::sim::{self, CallOptions};
-use twilio_realtime_relay::twilio::signature::sign;
 
 const OPENAI_KEY: &str = "sk-proj-SECRETopenai4f7a9c";
 const TWILIO_TOKEN: &str = "SECRETtwilioauthtoken8d2e";
@@ -141,7 +140,8 @@ async fn scenario() -> Run {
     let url = format!("ws://{addr}/media-stream");
     let mut opts = CallOptions::new(url.clone(), vec![audio::encode(&pcm)]);
     opts.quiet_ms = 400;
-    opts.extra_headers = vec![("X-Twilio-Signature".into(), sign(TWILIO_TOKEN, &url, &[]))];
+    opts.auth_token = Some(TWILIO_TOKEN.into());
+    opts.signed_url = Some(url.clone());
     let report = sim::run(opts).await.expect("call");
     assert!(
         !report.heard.is_empty(),

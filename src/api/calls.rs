@@ -19,7 +19,7 @@ use crate::records::{is_terminal, CallRecord};
 use crate::routes::{public_base, stream_url};
 use crate::transcript::{EndReason, Transcript};
 use crate::twilio::rest::{CreateCall, TwilioRest};
-use crate::twilio::{is_call_sid, twiml};
+use crate::twilio::{is_call_sid, stream_token, twiml};
 
 /// Longest per-call `instructions`, characters.
 const MAX_INSTRUCTIONS: usize = 20_000;
@@ -120,10 +120,22 @@ pub async fn create(
         voice: call.voice.clone(),
     });
     let stream = stream_url(config.public_url.as_deref(), &headers, "/media-stream");
+    let token = crate::routes::stream_token_for(config, |now| {
+        let subject = stream_token::subject("", Some(&reference));
+        Some((subject, now + stream_token::PLACED_TTL_SECS))
+    });
+    let mut parameters = vec![
+        ("CallRef", reference.as_str()),
+        ("From", &from),
+        ("To", &call.to),
+    ];
+    if let Some(token) = &token {
+        parameters.push((stream_token::PARAMETER, token));
+    }
     let xml = twiml::connect_stream(
         config.intro_message.as_deref(),
         &stream,
-        &[("CallRef", &reference), ("From", &from), ("To", &call.to)],
+        &parameters,
         &config.fallback_message,
     );
     if xml.len() > MAX_TWIML {

@@ -36,6 +36,7 @@ use crate::realtime::append_json;
 use crate::stats::{ErrorKind, Stats};
 use crate::transcript::EndReason;
 use crate::twilio::media::{base64_decoded_len, is_base64, FrameProbe, TwilioEvent};
+use crate::twilio::{self, stream_token};
 use crate::upstream::UpstreamSocket;
 
 /// Ignored messages logged in full per call; the rest are counted and summarized at the end.
@@ -52,10 +53,18 @@ pub(super) enum Step {
     Stop,
     /// Twilio closed the socket.
     Closed,
+    /// The stream's `start` was refused: close the socket.
+    Refused,
+}
+
+/// At most this much of a refused SID goes into the log, characters.
+fn truncated(sid: &str) -> String {
+    sid.chars().take(40).collect()
 }
 
 /// Per-call state of the Twilio side.
 pub(super) struct Inbound {
+    app: AppState,
     stats: Stats,
     /// `start` must arrive by then.
     start_by: Instant,
@@ -82,6 +91,7 @@ impl Inbound {
         let now = Instant::now();
         let config = &app.config;
         Inbound {
+            app: app.clone(),
             stats: app.stats.clone(),
             start_by: now + Duration::from_secs(config.stream_start_timeout_secs),
             last_seen: now,
@@ -193,18 +203,32 @@ impl Inbound {
                 }
                 Step::Continue
             }
+            TwilioEvent::Start { .. } if self.call.is_some() => {
+                self.bad_message("a second start on the same stream (ignored)");
+                Step::Continue
+            }
             TwilioEvent::Start {
                 stream_sid, start, ..
             } => {
                 let stream_sid = stream_sid.map_or(start.stream_sid, Cow::into_owned);
-                let span = tracing::Span::current();
-                span.record("call_sid", start.call_sid.as_str());
-                span.record("stream_sid", stream_sid.as_str());
                 let info = CallInfo {
                     call_sid: start.call_sid,
                     stream_sid,
                     parameters: start.custom_parameters,
                 };
+                if let Err((kind, reason)) = self.admit(&info) {
+                    self.stats.error(kind);
+                    warn!(
+                        call_sid = truncated(&info.call_sid),
+                        stream_sid = truncated(&info.stream_sid),
+                        reason,
+                        "refused the stream's start; closing it"
+                    );
+                    return Step::Refused;
+                }
+                let span = tracing::Span::current();
+                span.record("call_sid", info.call_sid.as_str());
+                span.record("stream_sid", info.stream_sid.as_str());
                 info!(
                     from = info.param("From").unwrap_or("-"),
                     to = info.param("To").unwrap_or("-"),
@@ -238,6 +262,47 @@ impl Inbound {
                 Step::Continue
             }
         }
+    }
+
+    /// Whether a `start` may open this call: SIDs in Twilio's formats, a call that is neither
+    /// live on another stream nor already over (its record and transcript are never
+    /// overwritten), and with signatures on, a valid unused stream token for this call.
+    fn admit(&self, info: &CallInfo) -> Result<(), (ErrorKind, String)> {
+        let malformed = |what: &str| (ErrorKind::TwilioMessage, what.to_string());
+        if !twilio::is_call_sid(&info.call_sid) {
+            return Err(malformed("the CallSid is not CA + 32 hex digits"));
+        }
+        if !twilio::is_stream_sid(&info.stream_sid) {
+            return Err(malformed("the streamSid is not MZ + 32 hex digits"));
+        }
+        let app = &self.app;
+        if app.active.get(&info.call_sid).is_some() {
+            return Err(malformed("another stream is live for this CallSid"));
+        }
+        if app
+            .records
+            .get(&info.call_sid)
+            .is_some_and(|r| r.is_ended())
+        {
+            return Err(malformed("this call has already ended"));
+        }
+        let Some(key) = app
+            .config
+            .twilio_auth_token
+            .as_ref()
+            .filter(|_| app.config.validates_signatures())
+        else {
+            return Ok(());
+        };
+        let now = chrono::Utc::now().timestamp();
+        let token = info.param(stream_token::PARAMETER);
+        let subject = stream_token::subject(&info.call_sid, info.param("CallRef"));
+        stream_token::verify(key.expose(), &subject, token, now)
+            .and_then(|expires| {
+                app.stream_tokens
+                    .use_once(token.unwrap_or_default(), expires, now)
+            })
+            .map_err(|e| (ErrorKind::Signature, e.to_string()))
     }
 
     /// Count a bad message; log the first few of each call in full, then only the total at the end.
@@ -388,6 +453,7 @@ pub(super) async fn run(
                     Step::Continue => {}
                     Step::Stop => break Some(EndReason::CallerHungUp),
                     Step::Closed => break Some(EndReason::TwilioDisconnected),
+                    Step::Refused => break Some(EndReason::StreamRefused),
                 }
             }
         }

@@ -413,6 +413,10 @@ async fn connect_while_listening(
                         ctx.end(EndReason::TwilioDisconnected);
                         return None;
                     }
+                    Step::Refused => {
+                        ctx.end(EndReason::StreamRefused);
+                        return None;
+                    }
                 }
             }
         }
@@ -435,6 +439,7 @@ async fn read_until_start(
             match step {
                 Step::Stop => return Some(EndReason::CallerHungUp),
                 Step::Closed => return Some(EndReason::TwilioDisconnected),
+                Step::Refused => return Some(EndReason::StreamRefused),
                 Step::Append(_) | Step::Continue => {}
             }
         }

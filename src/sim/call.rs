@@ -19,6 +19,7 @@ use super::report::CallReport;
 use super::script::{Script, Timing};
 use crate::audio::FRAME_MS;
 use crate::twilio::media::TwilioCommand;
+use crate::twilio::stream_token;
 
 /// How long the WebSocket upgrade may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,6 +55,12 @@ pub struct CallOptions {
     pub agent_clips: Vec<Vec<u8>>,
     /// The `CallSid` to send in `start` (tests subscribe to it in advance); `None`: a fresh one.
     pub call_sid: Option<String>,
+    /// Twilio's auth token: sign the upgrade (`X-Twilio-Signature` over `signed_url`) and send
+    /// a `StreamToken` parameter for this call, as the relay's TwiML would have given Twilio.
+    pub auth_token: Option<String>,
+    /// The URL to sign: the one the relay believes Twilio called (its `PUBLIC_URL` in `wss://`
+    /// form). `None`: `url` with `ws://` written as `wss://`.
+    pub signed_url: Option<String>,
 }
 
 impl CallOptions {
@@ -73,6 +80,8 @@ impl CallOptions {
             fork: None,
             agent_clips: Vec::new(),
             call_sid: None,
+            auth_token: None,
+            signed_url: None,
         }
     }
 }
@@ -265,7 +274,42 @@ fn upgrade_request(opts: &CallOptions) -> anyhow::Result<tungstenite::handshake:
     Ok(request)
 }
 
-async fn session(opts: CallOptions, report: CallReport) -> anyhow::Result<CallReport> {
+/// What the relay's TwiML and Twilio's signing would add for `auth_token`: the upgrade's
+/// signature and the call's stream token (unless the caller set one).
+fn sign_as_twilio(opts: &mut CallOptions, call_sid: &str) {
+    let Some(token) = opts.auth_token.clone() else {
+        return;
+    };
+    let url = opts
+        .signed_url
+        .clone()
+        .unwrap_or_else(|| match opts.url.strip_prefix("ws://") {
+            Some(rest) => format!("wss://{rest}"),
+            None => opts.url.clone(),
+        });
+    let signature = crate::twilio::signature::sign(&token, &url, &[]);
+    opts.extra_headers
+        .push((crate::verify::SIGNATURE_HEADER.into(), signature));
+    if opts
+        .params
+        .iter()
+        .any(|(k, _)| k == stream_token::PARAMETER)
+    {
+        return;
+    }
+    let call_ref = opts
+        .params
+        .iter()
+        .find(|(k, _)| k == "CallRef")
+        .map(|(_, v)| v.as_str());
+    let subject = stream_token::subject(call_sid, call_ref);
+    let expires = chrono::Utc::now().timestamp() + stream_token::INCOMING_TTL_SECS;
+    let value = stream_token::issue(&token, &subject, expires);
+    opts.params.push((stream_token::PARAMETER.into(), value));
+}
+
+async fn session(mut opts: CallOptions, report: CallReport) -> anyhow::Result<CallReport> {
+    sign_as_twilio(&mut opts, &report.call_sid);
     let request = upgrade_request(&opts)?;
     let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request))
         .await

@@ -63,6 +63,14 @@ pub struct CallArgs {
     /// clip; repeat for several turns.
     #[arg(long = "agent-audio", value_name = "FILE", requires = "fork")]
     pub agent_audio: Vec<PathBuf>,
+    /// Twilio auth token of a relay that checks signatures: the upgrade is signed and the
+    /// `start` carries a stream token for the call, as real Twilio's would.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// With --auth-token: the URL to sign, when the relay's PUBLIC_URL differs from the URL
+    /// connected to (e.g. wss://relay.example.com/media-stream).
+    #[arg(long, value_name = "URL", requires = "auth_token")]
+    pub signed_url: Option<String>,
 }
 
 fn parse_param(raw: &str) -> Result<(String, String), String> {
@@ -104,6 +112,8 @@ pub async fn main(args: CallArgs) -> anyhow::Result<()> {
     opts.interrupt_after_ms = args.interrupt_after_ms;
     opts.reply_timeout_ms = args.reply_timeout_ms;
     opts.max_call_ms = args.max_call_secs.saturating_mul(1000);
+    opts.auth_token = args.auth_token.filter(|t| !t.trim().is_empty());
+    opts.signed_url = args.signed_url;
     let report = run(opts).await?;
     print!("{}", report.summary());
     if let Some(path) = &args.out {

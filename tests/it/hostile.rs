@@ -120,15 +120,18 @@ pub(crate) struct RawTwilio {
 }
 
 impl RawTwilio {
-    /// Open `/media-stream` of `app` for a call with `call_sid` (stream `MZ…` derived from it).
-    pub(crate) async fn connect(app: &TestApp, call_sid: &str) -> RawTwilio {
+    /// Open `/media-stream` of `app` for a call labelled `label`: its SIDs are Twilio-shaped
+    /// (`CA`/`MZ` + 32 hex digits, the label's bytes in hex, zero-padded).
+    pub(crate) async fn connect(app: &TestApp, label: &str) -> RawTwilio {
         let (ws, _) = tokio_tungstenite::connect_async(app.media_url())
             .await
             .expect("upgrade");
+        let hex: String = label.bytes().map(|b| format!("{b:02x}")).collect();
+        let digits = format!("{hex:0<32}");
         RawTwilio {
             ws,
-            call_sid: call_sid.to_string(),
-            stream_sid: format!("MZ{call_sid}"),
+            call_sid: format!("CA{}", &digits[..32]),
+            stream_sid: format!("MZ{}", &digits[..32]),
         }
     }
 
@@ -145,7 +148,7 @@ impl RawTwilio {
         self.json(json!({"event":"connected","protocol":"Call","version":"1.0.0"}))
             .await;
         let start = json!({"event":"start","sequenceNumber":"1","streamSid":self.stream_sid,
-            "start":{"accountSid":"AC1","streamSid":self.stream_sid,"callSid":self.call_sid,
+            "start":{"accountSid":"AC00000000000000000000000000000001","streamSid":self.stream_sid,"callSid":self.call_sid,
             "tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},
             "customParameters":{"From":"+15550001111"}}});
         self.json(start).await;
@@ -334,7 +337,8 @@ async fn a_burst_of_ten_thousand_malformed_messages_is_counted_and_the_call_stil
 #[tokio::test]
 async fn media_before_start_and_bad_base64_are_counted_while_the_streams_audio_is_relayed() {
     let (app, fake) = spawn_with_fake(FakeOptions::default(), |_| {}).await;
-    let mut twilio = RawTwilio::connect(&app, "CAearly").await;
+    let mut twilio = RawTwilio::connect(&app, "early").await;
+    let call_sid = twilio.call_sid.clone();
     twilio
         .json(json!({"event":"connected","protocol":"Call","version":"1.0.0"}))
         .await;
@@ -371,7 +375,7 @@ async fn media_before_start_and_bad_base64_are_counted_while_the_streams_audio_i
         "media before start + bad base64 + no streamSid"
     );
     assert_eq!(app.state.stats.active(), 0);
-    assert_eq!(app.transcript("CAearly")["end_reason"], "caller_hung_up");
+    assert_eq!(app.transcript(&call_sid)["end_reason"], "caller_hung_up");
     app.shutdown().await;
 }
 
@@ -421,8 +425,8 @@ async fn twilio_vanishing_without_stop_closes_the_upstream_within_a_second_and_s
     let (app, fake) = spawn_with_fake(FakeOptions::default(), |_| {}).await;
     // First the TCP connection just goes away; then a close frame arrives without `stop`.
     for (n, abrupt) in [(0, true), (1, false)] {
-        let call_sid = format!("CAgone{n}");
-        let mut twilio = RawTwilio::connect(&app, &call_sid).await;
+        let mut twilio = RawTwilio::connect(&app, &format!("gone{n}")).await;
+        let call_sid = twilio.call_sid.clone();
         twilio.start().await;
         for _ in 0..5 {
             twilio.media(&[0xFF; 160]).await;

@@ -56,7 +56,7 @@ async fn upgrade_status(app: &TestApp) -> u16 {
 #[tokio::test]
 async fn at_max_concurrent_calls_new_calls_are_rejected_as_busy_until_one_ends() {
     let (app, fake) = spawn_with_fake(FakeOptions::default(), |c| c.max_concurrent_calls = 1).await;
-    let mut live = RawTwilio::connect(&app, "CAlive").await;
+    let mut live = RawTwilio::connect(&app, "live").await;
     live.start().await;
     assert!(
         fake.wait_for(Duration::from_secs(5), |c| c.len() == 1)

@@ -16,6 +16,7 @@ mod long_calls;
 mod reconnect;
 mod signatures;
 mod storage;
+mod stream_guard;
 mod support;
 mod twilio_rest;
 mod twiml;

@@ -125,8 +125,8 @@ async fn the_stream_upgrade_must_be_signed_against_the_wss_url() {
     );
 
     let mut opts = call_options(&app, vec![clip("caller-hello.wav")]);
-    let sig = sign(TOKEN, "wss://relay.example.com/media-stream", &[]);
-    opts.extra_headers = vec![("X-Twilio-Signature".into(), sig)];
+    opts.auth_token = Some(TOKEN.into());
+    opts.signed_url = Some("wss://relay.example.com/media-stream".into());
     let report = sim::run(opts).await.expect("a signed upgrade is accepted");
     assert!(!report.heard.is_empty());
     app.calls_finished().await;
