@@ -177,11 +177,15 @@ pub fn admit_call(state: &AppState) -> Result<ActiveCall, Refusal> {
     Err(Refusal(reason))
 }
 
-/// Body of `GET /health`.
+/// Body of `GET /health`. The fields of the Node.js sample our users come from (`status`,
+/// `uptime`, `timestamp`, `connections`, `errors`, `openai_configured`) keep their names.
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct Health {
+    /// `healthy`, or `draining` after SIGTERM (answered with 503, so load balancers stop routing).
     pub status: String,
     pub version: String,
+    /// Seconds since start, as the sample writes it: `"325s"`.
+    pub uptime: String,
     pub uptime_s: u64,
     /// RFC 3339.
     pub timestamp: String,
@@ -216,12 +220,20 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         .into_response()
 }
 
-/// `GET /health`: liveness and counters for operators.
-pub async fn health(State(state): State<AppState>) -> Json<Health> {
+/// `GET /health`: liveness and counters for operators; 503 with `"status": "draining"` (and
+/// `connections.active`, the calls still running) once the server is shutting down.
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let stats = &state.stats;
-    Json(Health {
-        status: "healthy".into(),
+    let draining = state.draining.load(Ordering::Relaxed);
+    let (code, status) = if draining {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::OK, "healthy")
+    };
+    let health = Health {
+        status: status.into(),
         version: env!("CARGO_PKG_VERSION").into(),
+        uptime: format!("{}s", stats.uptime_s()),
         uptime_s: stats.uptime_s(),
         timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         connections: Connections {
@@ -233,7 +245,8 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
         twilio_configured: state.twilio.is_some(),
         model: state.config.openai_model.clone(),
         model_shutdown_date: state.config.model_shutdown().map(|s| s.date.to_string()),
-    })
+    };
+    (code, Json(health))
 }
 
 #[cfg(test)]

@@ -16,6 +16,10 @@ use tracing::{debug, warn};
 
 use crate::config::Config;
 
+/// Largest message accepted from an upstream (the Realtime API, a transcription backend),
+/// bytes: an audio delta of 1 MiB is over a minute of μ-law.
+pub const MAX_UPSTREAM_MESSAGE_BYTES: usize = 1 << 20;
+
 /// The upstream socket.
 pub type UpstreamSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -111,8 +115,12 @@ pub async fn open(
         .scheme_str()
         .is_some_and(|s| s == "wss")
         .then(tls_connector);
-    // Small read buffer: see `routes::READ_BUFFER_BYTES`.
-    let ws_config = WebSocketConfig::default().read_buffer_size(crate::routes::READ_BUFFER_BYTES);
+    // Small read buffer: see `routes::READ_BUFFER_BYTES`. Messages are capped well below
+    // tungstenite's 64 MiB default: a bigger one ends the session (counted, reconnected).
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(crate::routes::READ_BUFFER_BYTES)
+        .max_message_size(Some(MAX_UPSTREAM_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_UPSTREAM_MESSAGE_BYTES));
     let handshake =
         tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config), true, connector);
     match tokio::time::timeout(timeout, handshake).await {

@@ -256,6 +256,15 @@ async fn sigterm_turns_new_calls_away_then_ends_live_calls_after_the_grace_perio
     relay.sigterm();
     relay.log(Duration::from_secs(5), is_draining).await;
 
+    let (status, body) = get(relay.addr, "/health").await;
+    assert_eq!(
+        status, 503,
+        "load balancers stop routing to a draining server: {body}"
+    );
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "draining");
+    assert_eq!(health["connections"]["active"], 1, "the call still running");
+
     let (status, body) =
         post_form(relay.addr, "/incoming-call", "CallSid=CAnew&From=%2B1555").await;
     assert_eq!(status, 200);

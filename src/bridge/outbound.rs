@@ -35,6 +35,10 @@ use crate::transcript::{EndReason, Role, Transcript};
 use crate::twilio::media::{base64_decoded_len, is_base64, MediaJson, TwilioCommand};
 use crate::upstream::UpstreamSocket;
 
+/// Longest media payload sent to Twilio, base64 characters: 12,000 bytes of μ-law, 1.5 s (a
+/// multiple of 4, so every piece of a longer delta is valid base64 on its own).
+pub(super) const MAX_MEDIA_PAYLOAD_CHARS: usize = 16_000;
+
 /// Per-call state of the OpenAI side.
 pub(super) struct Outbound {
     pub(super) ctx: CallCtx,
@@ -296,19 +300,27 @@ impl Outbound {
             self.ctx.app.stats.response_latency(latency);
             self.latencies_ms.push(latency.as_millis() as u64);
         }
-        let bytes = base64_decoded_len(delta);
-        self.ctx.app.stats.frame_to_twilio(bytes);
-        let marks = self.playback.sent(item_id, bytes, now);
-        // One flush: the marks and the audio leave in one write.
-        if let Some(before) = marks.before {
-            let mark = TwilioCommand::mark(stream_sid, &before).to_json();
-            self.twilio_tx.feed(Message::text(mark)).await?;
-        }
-        let media = media_json.frame(delta);
-        self.twilio_tx.feed(Message::text(media)).await?;
-        if let Some(after) = marks.after {
-            let mark = TwilioCommand::mark(stream_sid, &after).to_json();
-            self.twilio_tx.feed(Message::text(mark)).await?;
+        // A long delta goes to Twilio as several media messages (marks between them as usual):
+        // one message of several megabytes would be both a memory spike and a stall.
+        let mut rest = delta;
+        while !rest.is_empty() {
+            let cut = rest.len().min(MAX_MEDIA_PAYLOAD_CHARS);
+            let (chunk, tail) = rest.split_at(cut);
+            rest = tail;
+            let bytes = base64_decoded_len(chunk);
+            self.ctx.app.stats.frame_to_twilio(bytes);
+            let marks = self.playback.sent(item_id, bytes, now);
+            // One flush: the marks and the audio leave in one write.
+            if let Some(before) = marks.before {
+                let mark = TwilioCommand::mark(stream_sid, &before).to_json();
+                self.twilio_tx.feed(Message::text(mark)).await?;
+            }
+            let media = media_json.frame(chunk);
+            self.twilio_tx.feed(Message::text(media)).await?;
+            if let Some(after) = marks.after {
+                let mark = TwilioCommand::mark(stream_sid, &after).to_json();
+                self.twilio_tx.feed(Message::text(mark)).await?;
+            }
         }
         self.twilio_tx.flush().await?;
         self.frames_out += 1;

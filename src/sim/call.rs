@@ -209,6 +209,7 @@ impl Call {
                     }
                 }
                 self.report.received_audio.extend_from_slice(&ulaw);
+                self.report.largest_media_bytes = self.report.largest_media_bytes.max(ulaw.len());
                 self.playback.push_audio(&ulaw);
             }
             TwilioCommand::Mark { mark, .. } => {

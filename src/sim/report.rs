@@ -23,6 +23,8 @@ pub struct CallReport {
     pub sent_agent_audio: Vec<u8>,
     /// Every μ-law byte received in `media`, in order, before playback (cleared audio included).
     pub received_audio: Vec<u8>,
+    /// The most μ-law bytes one `media` message carried.
+    pub largest_media_bytes: usize,
     /// The bytes actually played to the caller, concatenated without gaps.
     pub heard: Vec<u8>,
     /// `mark` commands received.

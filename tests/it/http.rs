@@ -121,6 +121,10 @@ async fn health_reports_status_counters_and_whether_openai_is_configured() {
         assert_eq!(health["status"], "healthy");
         assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
         assert!(health["uptime_s"].is_u64());
+        let uptime = health["uptime"]
+            .as_str()
+            .expect("the sample's uptime field");
+        assert!(uptime.ends_with('s') && uptime[..uptime.len() - 1].parse::<u64>().is_ok());
         assert!(
             chrono::DateTime::parse_from_rfc3339(health["timestamp"].as_str().unwrap()).is_ok()
         );

@@ -4,6 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -148,6 +150,9 @@ enum Quiet {
     StallMidResponse,
     /// Confirms the session and listens.
     Listen,
+    /// Confirms the session and answers the first audio with one audio delta of this many
+    /// μ-law bytes.
+    OneDelta(usize),
 }
 
 /// A Realtime stand-in whose n-th connection behaves as `script[n]` (the last entry repeats).
@@ -181,13 +186,17 @@ async fn quiet_upstream(script: Vec<Quiet>) -> (String, Arc<Mutex<Seen>>) {
                             json!({"type": "session.updated", "session": {"type": "realtime"}}),
                         );
                     }
-                    if kind == "input_audio_buffer.append"
-                        && mode == Quiet::StallMidResponse
-                        && !responded
-                    {
-                        responded = true;
-                        out.push(json!({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}}));
-                        out.push(json!({"type": "response.output_audio.delta", "response_id": "resp_1", "item_id": "item_1", "output_index": 0, "content_index": 0, "delta": "//8="}));
+                    if kind == "input_audio_buffer.append" && !responded {
+                        let delta = match mode {
+                            Quiet::StallMidResponse => Some("//8=".to_string()),
+                            Quiet::OneDelta(bytes) => Some(BASE64.encode(vec![0x55u8; bytes])),
+                            _ => None,
+                        };
+                        if let Some(delta) = delta {
+                            responded = true;
+                            out.push(json!({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}}));
+                            out.push(json!({"type": "response.output_audio.delta", "response_id": "resp_1", "item_id": "item_1", "output_index": 0, "content_index": 0, "delta": delta}));
+                        }
                     }
                     for e in out {
                         if ws.send(Message::text(e.to_string())).await.is_err() {
@@ -274,5 +283,54 @@ async fn a_response_that_stalls_is_a_failed_session_and_the_call_reconnects() {
         upstream_timeouts(&app).await,
         r#"errors_total{kind="upstream_timeout"} 1"#
     );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_long_audio_delta_reaches_twilio_whole_in_twilio_sized_messages() {
+    let (url, _seen) = quiet_upstream(vec![Quiet::OneDelta(80_000)]).await;
+    let app = spawn_app(Config {
+        openai_api_key: Some("sk-test".into()),
+        openai_realtime_url: url,
+        ..Config::default()
+    })
+    .await;
+    let mut opts = call_options(&app, vec![clip("caller-hello.wav")]);
+    opts.max_call_ms = 4_000;
+    let report = sim::run(opts).await.unwrap();
+    app.calls_finished().await;
+    assert_eq!(
+        report.received_audio,
+        vec![0x55u8; 80_000],
+        "all 10 s of it"
+    );
+    assert!(
+        report.largest_media_bytes <= 12_000,
+        "split into messages of at most 1.5 s: {}",
+        report.largest_media_bytes
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_message_over_1_mib_ends_that_session_and_the_call_reconnects() {
+    let (url, seen) = quiet_upstream(vec![Quiet::OneDelta(1 << 20), Quiet::Listen]).await;
+    let app = spawn_app(Config {
+        openai_api_key: Some("sk-test".into()),
+        openai_realtime_url: url,
+        ..Config::default()
+    })
+    .await;
+    let mut opts = call_options(&app, vec![clip("caller-hello.wav")]);
+    opts.reply_timeout_ms = 2_000;
+    let report = sim::run(opts).await.unwrap();
+    app.calls_finished().await;
+    assert!(
+        report.received_audio.is_empty(),
+        "nothing of the oversized message was played"
+    );
+    assert!(!report.closed_by_server, "the call went on");
+    assert_eq!(seen.lock().unwrap().connections.len(), 2);
+    assert_eq!(app.transcript(&report.call_sid)["upstream_reconnects"], 1);
     app.shutdown().await;
 }
