@@ -138,6 +138,20 @@ async fn when_the_reconnect_fails_too_the_stream_closes_so_twilio_plays_the_fall
         t["turns"][0]["text"], "I need a table for two",
         "nothing already heard is lost"
     );
+    let metrics = app
+        .request(
+            axum::http::Request::get("/metrics")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .2;
+    for counted in [
+        r#"errors_total{kind="upstream_socket"} 1"#,
+        r#"errors_total{kind="upstream_connect"} 1"#,
+    ] {
+        assert!(metrics.contains(counted), "{counted} missing:\n{metrics}");
+    }
     app.shutdown().await;
 }
 
