@@ -9,18 +9,7 @@ use twilio_realtime_relay::fake_openai::{ConnectionLog, FakeOptions, Mode};
 use twilio_realtime_relay::sim;
 
 use crate::fake_twilio::FakeTwilio;
-use crate::support::{call_options, clip, spawn_with_fake, TestApp};
-
-/// The value of one `/metrics` sample (exact name and labels), 0 when absent.
-async fn metric(app: &TestApp, sample: &str) -> f64 {
-    let request = axum::http::Request::get("/metrics")
-        .body(axum::body::Body::empty())
-        .unwrap();
-    let (_, _, body) = app.request(request).await;
-    body.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().expect("a number"))
-}
+use crate::support::{call_options, clip, metric, spawn_with_fake, TestApp};
 
 /// The caller audio every session received, in order, as one stream.
 fn appended(conns: &[ConnectionLog]) -> Vec<u8> {
@@ -95,7 +84,7 @@ async fn a_call_across_several_session_expiries_is_answered_throughout_and_loses
     assert!(!report.closed_by_server, "no fallback: the caller hung up");
     // Every caller frame reached a session; a turn an expiry cut off was heard again whole by
     // the next session (and counted as replayed).
-    let replayed = metric(&app, "frames_replayed_total").await as usize;
+    let replayed = metric(&app.metrics().await, "frames_replayed_total") as usize;
     assert_eq!(
         appended(&conns).len(),
         report.sent_audio.len() + replayed * 160,
@@ -134,13 +123,19 @@ async fn a_call_across_several_session_expiries_is_answered_throughout_and_loses
     let last = conns.last().unwrap();
     assert_eq!(last.client_events[0]["type"], "session.update");
     assert!(system_messages(last)[0].contains("The conversation so far"));
-    let renewals = metric(&app, r#"session_renewals_total{trigger="expired"}"#).await;
+    let renewals = metric(
+        &app.metrics().await,
+        r#"session_renewals_total{trigger="expired"}"#,
+    );
     assert_eq!(renewals, conns.len() as f64 - 1.0);
     assert_eq!(
-        metric(&app, r#"errors_total{kind="upstream_socket"}"#).await,
+        metric(
+            &app.metrics().await,
+            r#"errors_total{kind="upstream_socket"}"#
+        ),
         0.0
     );
-    assert_eq!(metric(&app, "frames_dropped_total").await, 0.0);
+    assert_eq!(metric(&app.metrics().await, "frames_dropped_total"), 0.0);
     app.shutdown().await;
 }
 
@@ -179,7 +174,10 @@ async fn proactive_renewal_switches_at_a_quiet_moment_to_a_session_opened_in_adv
     let t = app.transcript(&report.call_sid);
     assert_eq!(t["end_reason"], "caller_hung_up");
     assert_eq!(t["session_renewals"], conns.len() as u64 - 1);
-    let proactive = metric(&app, r#"session_renewals_total{trigger="proactive"}"#).await;
+    let proactive = metric(
+        &app.metrics().await,
+        r#"session_renewals_total{trigger="proactive"}"#,
+    );
     assert!(proactive >= 1.0);
     app.shutdown().await;
 }

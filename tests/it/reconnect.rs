@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use twilio_realtime_relay::config::Config;
 use twilio_realtime_relay::sim;
 
-use crate::support::{call_options, clip, spawn_app};
+use crate::support::{call_options, clip, metric, spawn_app};
 
 /// What a scripted upstream saw, per connection.
 #[derive(Default)]
@@ -138,20 +138,15 @@ async fn when_the_reconnect_fails_too_the_stream_closes_so_twilio_plays_the_fall
         t["turns"][0]["text"], "I need a table for two",
         "nothing already heard is lost"
     );
-    let metrics = app
-        .request(
-            axum::http::Request::get("/metrics")
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await
-        .2;
-    for counted in [
-        r#"errors_total{kind="upstream_socket"} 1"#,
-        r#"errors_total{kind="upstream_connect"} 1"#,
-    ] {
-        assert!(metrics.contains(counted), "{counted} missing:\n{metrics}");
-    }
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metric(&metrics, r#"errors_total{kind="upstream_socket"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric(&metrics, r#"errors_total{kind="upstream_connect"}"#),
+        1.0
+    );
     app.shutdown().await;
 }
 
@@ -224,18 +219,6 @@ async fn quiet_upstream(script: Vec<Quiet>) -> (String, Arc<Mutex<Seen>>) {
     (url, seen)
 }
 
-/// `errors_total{kind="upstream_timeout"}` of `app`.
-async fn upstream_timeouts(app: &crate::support::TestApp) -> String {
-    let request = axum::http::Request::get("/metrics")
-        .body(axum::body::Body::empty())
-        .unwrap();
-    let (_, _, body) = app.request(request).await;
-    body.lines()
-        .find(|l| l.starts_with(r#"errors_total{kind="upstream_timeout"}"#))
-        .unwrap_or("absent")
-        .to_string()
-}
-
 #[tokio::test]
 async fn an_upstream_that_never_confirms_the_session_gets_one_retry_then_the_caller_hears_the_fallback(
 ) {
@@ -261,9 +244,10 @@ async fn an_upstream_that_never_confirms_the_session_gets_one_retry_then_the_cal
         app.transcript(&report.call_sid)["end_reason"],
         "upstream_error"
     );
+    let metrics = app.metrics().await;
     assert_eq!(
-        upstream_timeouts(&app).await,
-        r#"errors_total{kind="upstream_timeout"} 2"#
+        metric(&metrics, r#"errors_total{kind="upstream_timeout"}"#),
+        2.0
     );
     app.shutdown().await;
 }
@@ -293,9 +277,10 @@ async fn a_response_that_stalls_is_a_failed_session_and_the_call_reconnects() {
         .any(|e| e["type"] == "input_audio_buffer.append"));
     let t = app.transcript(&report.call_sid);
     assert_eq!(t["upstream_reconnects"], 1);
+    let metrics = app.metrics().await;
     assert_eq!(
-        upstream_timeouts(&app).await,
-        r#"errors_total{kind="upstream_timeout"} 1"#
+        metric(&metrics, r#"errors_total{kind="upstream_timeout"}"#),
+        1.0
     );
     app.shutdown().await;
 }

@@ -12,22 +12,11 @@ use twilio_realtime_relay::sim;
 use twilio_realtime_relay::twilio::signature::sign;
 use twilio_realtime_relay::twilio::stream_token;
 
-use crate::support::{call_options, clip, spawn_with_fake, TestApp};
+use crate::support::{call_options, clip, metric, spawn_with_fake, TestApp};
 
 const TOKEN: &str = "12345";
 const PUBLIC: &str = "https://relay.example.com";
 const SIGNED_URL: &str = "wss://relay.example.com/media-stream";
-
-/// The value of one `/metrics` sample, 0 when absent.
-async fn metric(app: &TestApp, sample: &str) -> f64 {
-    let request = axum::http::Request::get("/metrics")
-        .body(axum::body::Body::empty())
-        .unwrap();
-    let (_, _, body) = app.request(request).await;
-    body.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().expect("a number"))
-}
 
 /// A raw socket to `/media-stream`, with these upgrade headers.
 async fn socket(
@@ -91,7 +80,10 @@ async fn a_socket_that_never_starts_is_closed_and_costs_no_upstream_session() {
     );
     assert_eq!(app.state.stats.active(), 0, "its call slot is free again");
     assert_eq!(
-        metric(&app, r#"errors_total{kind="twilio_timeout"}"#).await,
+        metric(
+            &app.metrics().await,
+            r#"errors_total{kind="twilio_timeout"}"#
+        ),
         1.0
     );
     app.shutdown().await;
@@ -112,7 +104,10 @@ async fn a_started_stream_that_goes_silent_ends_as_twilio_timeout() {
     let t = app.transcript(CALL);
     assert_eq!(t["end_reason"], "twilio_timeout");
     assert_eq!(
-        metric(&app, r#"errors_total{kind="twilio_timeout"}"#).await,
+        metric(
+            &app.metrics().await,
+            r#"errors_total{kind="twilio_timeout"}"#
+        ),
         1.0
     );
     app.shutdown().await;
@@ -201,7 +196,10 @@ async fn a_replayed_upgrade_signature_without_this_call_s_stream_token_opens_not
         closed_within(&mut ws, Duration::from_secs(5)).await;
     }
     app.calls_finished().await;
-    assert_eq!(metric(&app, r#"errors_total{kind="signature"}"#).await, 4.0);
+    assert_eq!(
+        metric(&app.metrics().await, r#"errors_total{kind="signature"}"#),
+        4.0
+    );
     assert!(!app.dir.path().join(format!("{CALL}.json")).exists());
 
     // The genuine call, as Twilio runs the relay's TwiML, goes through once; its token cannot
@@ -225,7 +223,10 @@ async fn a_replayed_upgrade_signature_without_this_call_s_stream_token_opens_not
     .unwrap();
     closed_within(&mut ws, Duration::from_secs(5)).await;
     app.calls_finished().await;
-    assert_eq!(metric(&app, r#"errors_total{kind="signature"}"#).await, 5.0);
+    assert_eq!(
+        metric(&app.metrics().await, r#"errors_total{kind="signature"}"#),
+        5.0
+    );
     app.shutdown().await;
 }
 
