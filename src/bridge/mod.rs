@@ -5,8 +5,8 @@
 //! call's span: `inbound` (Twilio → OpenAI, owns the upstream writer) and `outbound` (OpenAI →
 //! Twilio, owns Twilio's writer, playback and the transcript). They talk over bounded channels.
 //! [`playback`] tracks what the caller has heard (marks, barge-in cuts), `session` sets the
-//! Realtime session up (`start`, `session.update`, greeting, resume) and `ending` carries out the
-//! assistant's `end_call`.
+//! Realtime session up (`start`, `session.update`, greeting, resume), `ending` carries out the
+//! assistant's `end_call` and `tools` its other tool calls and the caller's keypad.
 //! When the call ends (Twilio stops or drops, a goodbye has played, the API hangs up, shutdown)
 //! the first reason is recorded and both tasks stop. When only the upstream session ends, they
 //! hand their state back (with the caller audio not yet sent) and the supervisor opens the next
@@ -24,6 +24,7 @@ pub mod playback;
 mod renewal;
 mod replay;
 mod session;
+mod tools;
 
 pub use session::{call_session, transcribes_caller};
 
@@ -100,6 +101,8 @@ pub(crate) enum ToOutbound {
         name: String,
         at: Instant,
     },
+    /// The caller pressed a key (Twilio `dtmf`).
+    Dtmf { digit: String },
 }
 
 /// What both tasks of a call share.
