@@ -434,10 +434,18 @@ impl Config {
 
     /// `TOOLS_FILE`, `TOOLS_WEBHOOK_SECRET`, `TRANSFER_DESTINATIONS`, `DTMF_GAP_MS`.
     fn validate_tools(&mut self) -> Result<(), ConfigError> {
-        if self.tools_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        if self
+            .tools_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
             self.tools_file = None;
         }
-        if self.tools_webhook_secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
+        if self
+            .tools_webhook_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().is_empty())
+        {
             self.tools_webhook_secret = None;
         }
         if let Some(path) = &self.tools_file {

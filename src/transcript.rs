@@ -217,10 +217,8 @@ impl Transcript {
             self.dropped_turns = self.dropped_turns.saturating_add(1);
             return;
         }
-        self.pending.insert(
-            item_id.to_string(),
-            Turn::new(role, String::new(), at),
-        );
+        self.pending
+            .insert(item_id.to_string(), Turn::new(role, String::new(), at));
     }
 
     /// Append partial text (a transcript delta) to a pending turn (dropped past [`MAX_TEXT_BYTES`]).

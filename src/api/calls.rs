@@ -99,10 +99,7 @@ fn validate(
         if !unknown.is_empty() {
             return Err(ApiError::invalid(
                 "tools",
-                format!(
-                    "not configured in TOOLS_FILE: {}",
-                    unknown.join(", ")
-                ),
+                format!("not configured in TOOLS_FILE: {}", unknown.join(", ")),
             ));
         }
     }

@@ -102,7 +102,9 @@ pub(crate) enum ToOutbound {
         at: Instant,
     },
     /// The caller pressed a key (Twilio `dtmf`).
-    Dtmf { digit: String },
+    Dtmf {
+        digit: String,
+    },
 }
 
 /// What both tasks of a call share.

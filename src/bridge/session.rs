@@ -73,7 +73,9 @@ pub fn call_session(
                 ),
             }),
         }),
-        tools: Some(vec![crate::realtime::session::Tool::Function(end_call_tool())]),
+        tools: Some(vec![crate::realtime::session::Tool::Function(
+            end_call_tool(),
+        )]),
         tool_choice: Some("auto".into()),
         reasoning: config.reasoning_effort.map(|effort| Reasoning { effort }),
     }

@@ -158,7 +158,9 @@ impl Outbound {
         let call = FunctionCall {
             name: name.to_string(),
             call_id: call_id.to_string(),
-            arguments: parsed.as_ref().map_or_else(|_| arguments.into(), Value::clone),
+            arguments: parsed
+                .as_ref()
+                .map_or_else(|_| arguments.into(), Value::clone),
         };
         self.publish(CallEvent::ToolCalled {
             tool: call.name.clone(),
@@ -176,8 +178,14 @@ impl Outbound {
             .map_err(|_| "the arguments are not JSON".to_string())
             .and_then(|args| handler.check(&args));
         if let Err(reason) = checked {
-            info!(name, reason, "invalid tool arguments: the tool is not called");
-            let output = ToolOutput::error(Outcome::InvalidArguments, &format!("invalid arguments: {reason}"));
+            info!(
+                name,
+                reason, "invalid tool arguments: the tool is not called"
+            );
+            let output = ToolOutput::error(
+                Outcome::InvalidArguments,
+                &format!("invalid arguments: {reason}"),
+            );
             return self.answer(call, output, now, None, response_id).await;
         }
         match handler.answer_now(&call) {
@@ -192,9 +200,18 @@ impl Outbound {
         let context = tools.context.clone().unwrap_or_else(|| {
             let sid = self.call_sid.clone().unwrap_or_default();
             let stream = self.stream_sid.clone().unwrap_or_default();
-            Arc::new(CallContext::new(&sid, &stream, &Default::default(), &self.settings))
+            Arc::new(CallContext::new(
+                &sid,
+                &stream,
+                &Default::default(),
+                &self.settings,
+            ))
         });
-        let (results, permits, session) = (tools.results_tx.clone(), tools.permits.clone(), tools.session);
+        let (results, permits, session) = (
+            tools.results_tx.clone(),
+            tools.permits.clone(),
+            tools.session,
+        );
         let cancelled = self.ctx.cancel().clone();
         let stats = self.ctx.app.stats.clone();
         let label = self.ctx.app.tools.metric_name(&call.name).to_string();
@@ -206,7 +223,13 @@ impl Outbound {
                 let (started_at, began) = (Utc::now(), std::time::Instant::now());
                 let output = handler.run(&call, &context).await;
                 let took = began.elapsed();
-                Some(Finished { session, call, output, started_at, took })
+                Some(Finished {
+                    session,
+                    call,
+                    output,
+                    started_at,
+                    took,
+                })
             };
             tokio::select! {
                 biased;
@@ -222,16 +245,22 @@ impl Outbound {
                 }
             }
         };
-        self.ctx.app.calls.spawn(task.instrument(tracing::Span::current()));
+        self.ctx
+            .app
+            .calls
+            .spawn(task.instrument(tracing::Span::current()));
     }
 
     /// A webhook call finished.
     pub(super) async fn tool_finished(&mut self, done: Finished) {
         let took = Some(done.took);
         if done.session == self.tools.session {
-            return self.answer(done.call, done.output, done.started_at, took, "").await;
+            return self
+                .answer(done.call, done.output, done.started_at, took, "")
+                .await;
         }
-        self.record_tool(&done.call, &done.output, done.started_at, took).await;
+        self.record_tool(&done.call, &done.output, done.started_at, took)
+            .await;
         let text = format!(
             "The tool call {} from before the connection was restored has answered: {}",
             done.call.name, done.output.output
@@ -289,10 +318,13 @@ impl Outbound {
         let label = self.ctx.app.tools.metric_name(&call.name);
         self.ctx.app.stats.tool_call(label, outcome, took);
         match &error {
-            Some(reason) => warn!(name = %call.name, outcome, reason, duration_ms, "tool call failed"),
+            Some(reason) => {
+                warn!(name = %call.name, outcome, reason, duration_ms, "tool call failed")
+            }
             None => info!(name = %call.name, duration_ms, "tool answered"),
         }
-        let answer: Value = serde_json::from_str(&output.output).unwrap_or_else(|_| output.output.as_str().into());
+        let answer: Value =
+            serde_json::from_str(&output.output).unwrap_or_else(|_| output.output.as_str().into());
         self.publish(CallEvent::ToolResult {
             tool: call.name.clone(),
             call_id: call.call_id.clone(),
@@ -322,7 +354,10 @@ impl Outbound {
         };
         let mut text = format!("{} {} → {result}", record.name, record.arguments);
         if text.len() > 1000 {
-            let cut = (0..=1000).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+            let cut = (0..=1000)
+                .rev()
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0);
             text.truncate(cut);
             text.push('…');
         }
@@ -346,7 +381,8 @@ impl Outbound {
             return;
         }
         self.tools.response_requested = true;
-        self.upstream(ClientEvent::ResponseCreate {}.to_json()).await;
+        self.upstream(ClientEvent::ResponseCreate {}.to_json())
+            .await;
     }
 
     /// `response.done`: a response deferred meanwhile is asked for now.
@@ -416,7 +452,8 @@ impl Outbound {
                 status,
             } => {
                 if matches!(status.as_deref(), None | Some("completed")) {
-                    self.tool_call(&name, &call_id, response_id, &arguments).await;
+                    self.tool_call(&name, &call_id, response_id, &arguments)
+                        .await;
                 }
             }
             OutputItem::McpCall {
@@ -430,7 +467,14 @@ impl Outbound {
                 if !self.tools.first_sighting(&id) {
                     return;
                 }
-                let known = self.ctx.app.config.tools.mcp.iter().any(|m| m.server_label == server_label);
+                let known = self
+                    .ctx
+                    .app
+                    .config
+                    .tools
+                    .mcp
+                    .iter()
+                    .any(|m| m.server_label == server_label);
                 let full_name = format!("{server_label}.{name}");
                 let label = if known { full_name.as_str() } else { "unknown" };
                 let outcome = if error.is_some() { "mcp_error" } else { "ok" };
@@ -454,10 +498,16 @@ impl Outbound {
                 self.add_tool_turn(record, Utc::now()).await;
             }
             OutputItem::McpListTools {
-                server_label, tools, ..
+                server_label,
+                tools,
+                ..
             } => {
                 let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
-                info!(server_label, tools = names.join(","), "MCP server tools listed");
+                info!(
+                    server_label,
+                    tools = names.join(","),
+                    "MCP server tools listed"
+                );
             }
             OutputItem::Other => {}
         }
@@ -467,8 +517,14 @@ impl Outbound {
     pub(super) fn mcp_event(&self, kind: &'static str, item_id: &str) {
         match kind {
             "mcp_list_tools.failed" => {
-                self.ctx.app.stats.tool_call("mcp_list_tools", "mcp_error", None);
-                warn!(item_id, "an MCP server's tools could not be listed: the assistant cannot use them");
+                self.ctx
+                    .app
+                    .stats
+                    .tool_call("mcp_list_tools", "mcp_error", None);
+                warn!(
+                    item_id,
+                    "an MCP server's tools could not be listed: the assistant cannot use them"
+                );
             }
             "mcp_list_tools.completed" => {
                 self.ctx.app.stats.tool_call("mcp_list_tools", "ok", None);
@@ -481,7 +537,10 @@ impl Outbound {
     /// Twilio reported a key press.
     pub(super) async fn dtmf(&mut self, key: &str) {
         if !self.tools.dtmf_enabled {
-            info!(digit = key, "caller pressed a key (DTMF=off: not passed on)");
+            info!(
+                digit = key,
+                "caller pressed a key (DTMF=off: not passed on)"
+            );
             return;
         }
         if key.len() != 1 || !DTMF_KEYS.contains(key) {
@@ -505,7 +564,8 @@ impl Outbound {
         let spaced: Vec<String> = keys.chars().map(String::from).collect();
         let text = format!("The caller pressed {}", spaced.join(" "));
         info!(keys, "the caller pressed keys");
-        self.upstream(ClientEvent::user_text(text.clone()).to_json()).await;
+        self.upstream(ClientEvent::user_text(text.clone()).to_json())
+            .await;
         self.request_response().await;
         let at = Utc::now();
         self.publish(CallEvent::Final {

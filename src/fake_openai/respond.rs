@@ -220,11 +220,20 @@ impl Conn {
             json!({"type": "response.output_item.done", "response_id": r.id,
             "output_index": 0, "item": item}),
         );
-        if let Some(call) = &r.tool_call {
-            self.call_function(&r.id, 1, &call.name, &call.arguments);
+        match &r.tool_call {
+            Some(call) => match call.name.split_once('.') {
+                Some((server, tool)) => self.call_mcp(&r.id, server, tool, &call.arguments),
+                None => self.call_function(&r.id, 1, &call.name, &call.arguments),
+            },
+            None => {}
         }
         if r.end_call {
-            self.call_function(&r.id, 2, "end_call", r#"{"reason":"the caller said goodbye"}"#);
+            self.call_function(
+                &r.id,
+                2,
+                "end_call",
+                r#"{"reason":"the caller said goodbye"}"#,
+            );
         }
         // The idle timeout counts from when the response's audio has played (real time).
         let played = r.started_at + Duration::from_millis((r.audio.len() / BYTES_PER_MS) as u64);
@@ -267,6 +276,25 @@ impl Conn {
         self.emit_json(
             json!({"type": "response.output_item.done", "response_id": response_id,
             "output_index": output_index, "item": item}),
+        );
+    }
+
+    /// An MCP tool call the API ran itself (a scripted name `server.tool`), as output 1 of
+    /// `response_id`: `response.mcp_call.in_progress`, `.completed` and the `mcp_call` item
+    /// with a placeholder output.
+    fn call_mcp(&mut self, response_id: &str, server: &str, tool: &str, arguments: &str) {
+        let item_id = self.new_item_id();
+        self.emit_json(
+            json!({"type": "response.mcp_call.in_progress", "item_id": item_id, "output_index": 1}),
+        );
+        self.emit_json(
+            json!({"type": "response.mcp_call.completed", "item_id": item_id, "output_index": 1}),
+        );
+        let item = json!({"id": item_id, "type": "mcp_call", "server_label": server, "name": tool,
+            "arguments": arguments, "output": format!("{{\"ran\":\"{tool}\"}}")});
+        self.emit_json(
+            json!({"type": "response.output_item.done", "response_id": response_id,
+            "output_index": 1, "item": item}),
         );
     }
 

@@ -76,7 +76,8 @@ impl Conn {
                     if settings.create_response && realtime && self.response.is_none() {
                         if let Some((audio, transcript)) = self.utterance.clone() {
                             self.start_response(audio, format!("You said: {transcript}"), now);
-                            let scripted = self.tool_calls.get(self.utterances as usize - 1).cloned();
+                            let scripted =
+                                self.tool_calls.get(self.utterances as usize - 1).cloned();
                             if let Some(r) = self.response.as_mut() {
                                 r.tool_call = scripted;
                             }

@@ -182,9 +182,8 @@ pub struct McpTool {
 
 impl std::fmt::Debug for McpTool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names = |h: &std::collections::BTreeMap<String, String>| {
-            h.keys().cloned().collect::<Vec<_>>()
-        };
+        let names =
+            |h: &std::collections::BTreeMap<String, String>| h.keys().cloned().collect::<Vec<_>>();
         f.debug_struct("McpTool")
             .field("server_label", &self.server_label)
             .field("server_url", &self.server_url)
@@ -193,7 +192,10 @@ impl std::fmt::Debug for McpTool {
             .field("headers", &self.headers.as_ref().map(names))
             .field("allowed_tools", &self.allowed_tools)
             .field("require_approval", &self.require_approval)
-            .field("authorization", &self.authorization.as_ref().map(|_| "[redacted]"))
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "[redacted]"),
+            )
             .field("server_description", &self.server_description)
             .finish()
     }

@@ -106,7 +106,8 @@ impl ToolsFile {
 
     /// Check the file's `text`; `env` resolves `${VAR}`. Errors name the entry and the field.
     pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let raw: RawFile = serde_json::from_str(text).map_err(|e| format!("not a tools file: {e}"))?;
+        let raw: RawFile =
+            serde_json::from_str(text).map_err(|e| format!("not a tools file: {e}"))?;
         let mut names = HashSet::new();
         let mut file = ToolsFile::default();
         for (i, entry) in raw.functions.into_iter().enumerate() {
@@ -118,7 +119,8 @@ impl ToolsFile {
         for (i, entry) in raw.mcp.into_iter().enumerate() {
             let label = entry_label("mcp", i, &entry, "server_label");
             let tool = mcp(entry, &env).map_err(|e| format!("{label}: {e}"))?;
-            claim(&mut names, &tool.server_label).map_err(|e| format!("{label}: server_label: {e}"))?;
+            claim(&mut names, &tool.server_label)
+                .map_err(|e| format!("{label}: server_label: {e}"))?;
             file.mcp.push(tool);
         }
         Ok(file)
@@ -195,7 +197,10 @@ fn mcp(entry: Value, env: &impl Fn(&str) -> Option<String>) -> Result<McpTool, S
     ];
     let object = entry.as_object().ok_or("must be a JSON object")?;
     if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(format!("{unknown}: unknown field; expected one of {}", FIELDS.join(", ")));
+        return Err(format!(
+            "{unknown}: unknown field; expected one of {}",
+            FIELDS.join(", ")
+        ));
     }
     let mut tool: McpTool = serde_json::from_value(entry).map_err(|e| e.to_string())?;
     let sources = [&tool.server_url, &tool.connector_id, &tool.tunnel_id];
@@ -211,7 +216,8 @@ fn mcp(entry: Value, env: &impl Fn(&str) -> Option<String>) -> Result<McpTool, S
         tool.headers = Some(self::headers(headers, env)?.into_iter().collect());
     }
     if let Some(auth) = &tool.authorization {
-        tool.authorization = Some(substitute(auth, env).map_err(|e| format!("authorization: {e}"))?);
+        tool.authorization =
+            Some(substitute(auth, env).map_err(|e| format!("authorization: {e}"))?);
     }
     Ok(tool)
 }
@@ -243,13 +249,14 @@ fn check_filter(filter: &Value) -> Result<(), String> {
     let Some(map) = filter.as_object() else {
         return Err("a filter must be an object".into());
     };
-    map.iter().try_for_each(|(key, value)| match (key.as_str(), value) {
-        ("read_only", Value::Bool(_)) => Ok(()),
-        ("tool_names", Value::Array(names)) if names.iter().all(Value::is_string) => Ok(()),
-        (other, _) => Err(format!(
-            "{other}: a filter takes read_only (bool) and tool_names (list of names)"
-        )),
-    })
+    map.iter()
+        .try_for_each(|(key, value)| match (key.as_str(), value) {
+            ("read_only", Value::Bool(_)) => Ok(()),
+            ("tool_names", Value::Array(names)) if names.iter().all(Value::is_string) => Ok(()),
+            (other, _) => Err(format!(
+                "{other}: a filter takes read_only (bool) and tool_names (list of names)"
+            )),
+        })
 }
 
 fn http_url(url: &str) -> Result<reqwest::Url, String> {
@@ -276,7 +283,9 @@ fn headers(
         }
         let value = substitute(&value, env).map_err(|e| format!("{field}: {e}"))?;
         if reqwest::header::HeaderValue::from_str(&value).is_err() {
-            return Err(format!("{field}: not a valid header value once substituted"));
+            return Err(format!(
+                "{field}: not a valid header value once substituted"
+            ));
         }
         out.push((name, value));
     }
@@ -299,7 +308,8 @@ pub fn substitute(value: &str, env: &impl Fn(&str) -> Option<String>) -> Result<
         if !valid {
             return Err(format!("${{{var}}} is not a variable name"));
         }
-        let resolved = env(var).ok_or_else(|| format!("${{{var}}} is not set in the environment"))?;
+        let resolved =
+            env(var).ok_or_else(|| format!("${{{var}}} is not set in the environment"))?;
         out.push_str(&resolved);
         rest = &after[end + 1..];
     }
@@ -347,30 +357,80 @@ mod tests {
         assert_eq!(f.headers[0].1.expose(), "Bearer backend-secret");
         assert!(!format!("{file:?}").contains("secret"), "{file:?}");
         let crm = &file.mcp[0];
-        assert_eq!(crm.headers.as_ref().unwrap()["Authorization"], "Bearer crm-secret");
+        assert_eq!(
+            crm.headers.as_ref().unwrap()["Authorization"],
+            "Bearer crm-secret"
+        );
         assert_eq!(file.names().collect::<Vec<_>>(), ["lookup_order", "crm"]);
     }
 
     #[test]
     fn each_mistake_names_the_entry_and_the_field() {
         let cases: Vec<(Box<dyn FnOnce(&mut Value)>, &str)> = vec![
-            (Box::new(|v| v["functions"][0]["name"] = "bad name".into()), "functions[0] (\"bad name\"): name:"),
-            (Box::new(|v| v["functions"][0]["name"] = "end_call".into()), "built-in"),
-            (Box::new(|v| v["mcp"][0]["server_label"] = "lookup_order".into()), "mcp[0] (\"lookup_order\"): server_label: \"lookup_order\" is declared twice"),
-            (Box::new(|v| v["functions"][0]["url"] = "ftp://x/y".into()), "functions[0] (\"lookup_order\"): url:"),
-            (Box::new(|v| v["functions"][0]["timeout_ms"] = 30_001.into()), "timeout_ms: 30001"),
-            (Box::new(|v| v["functions"][0]["parameters"] = serde_json::json!({"type": "string"})), "parameters:"),
-            (Box::new(|v| v["functions"][0]["parameters"] = serde_json::json!({"type": "object", "properties": {"x": {"type": 5}}})), "parameters:"),
-            (Box::new(|v| v["functions"][0]["headers"]["X"] = "${NOPE}".into()), "headers.X: ${NOPE} is not set"),
-            (Box::new(|v| v["functions"][0]["urll"] = "x".into()), "unknown field `urll`"),
-            (Box::new(|v| v["mcp"][0]["server_urll"] = "x".into()), "mcp[0] (\"crm\"): server_urll: unknown field"),
-            (Box::new(|v| v["mcp"][0]["require_approval"] = "sometimes".into()), "require_approval:"),
-            (Box::new(|v| v["mcp"][0]["allowed_tools"] = 3.into()), "allowed_tools:"),
-            (Box::new(|v| v["mcp"][0]["connector_id"] = "connector_gmail".into()), "exactly one of"),
+            (
+                Box::new(|v| v["functions"][0]["name"] = "bad name".into()),
+                "functions[0] (\"bad name\"): name:",
+            ),
+            (
+                Box::new(|v| v["functions"][0]["name"] = "end_call".into()),
+                "built-in",
+            ),
+            (
+                Box::new(|v| v["mcp"][0]["server_label"] = "lookup_order".into()),
+                "mcp[0] (\"lookup_order\"): server_label: \"lookup_order\" is declared twice",
+            ),
+            (
+                Box::new(|v| v["functions"][0]["url"] = "ftp://x/y".into()),
+                "functions[0] (\"lookup_order\"): url:",
+            ),
+            (
+                Box::new(|v| v["functions"][0]["timeout_ms"] = 30_001.into()),
+                "timeout_ms: 30001",
+            ),
+            (
+                Box::new(|v| {
+                    v["functions"][0]["parameters"] = serde_json::json!({"type": "string"})
+                }),
+                "parameters:",
+            ),
+            (
+                Box::new(|v| {
+                    v["functions"][0]["parameters"] =
+                        serde_json::json!({"type": "object", "properties": {"x": {"type": 5}}})
+                }),
+                "parameters:",
+            ),
+            (
+                Box::new(|v| v["functions"][0]["headers"]["X"] = "${NOPE}".into()),
+                "headers.X: ${NOPE} is not set",
+            ),
+            (
+                Box::new(|v| v["functions"][0]["urll"] = "x".into()),
+                "unknown field `urll`",
+            ),
+            (
+                Box::new(|v| v["mcp"][0]["server_urll"] = "x".into()),
+                "mcp[0] (\"crm\"): server_urll: unknown field",
+            ),
+            (
+                Box::new(|v| v["mcp"][0]["require_approval"] = "sometimes".into()),
+                "require_approval:",
+            ),
+            (
+                Box::new(|v| v["mcp"][0]["allowed_tools"] = 3.into()),
+                "allowed_tools:",
+            ),
+            (
+                Box::new(|v| v["mcp"][0]["connector_id"] = "connector_gmail".into()),
+                "exactly one of",
+            ),
         ];
         for (edit, expected) in cases {
             let err = parse_with(edit).unwrap_err();
-            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+            assert!(
+                err.contains(expected),
+                "{err:?} should contain {expected:?}"
+            );
             assert!(!err.contains("backend-secret"), "{err}");
         }
     }
@@ -388,6 +448,9 @@ mod tests {
     #[test]
     fn a_missing_file_names_its_path() {
         let err = ToolsFile::load(Path::new("/nonexistent/tools.json")).unwrap_err();
-        assert!(err.starts_with("/nonexistent/tools.json: cannot read"), "{err}");
+        assert!(
+            err.starts_with("/nonexistent/tools.json: cannot read"),
+            "{err}"
+        );
     }
 }

@@ -225,8 +225,14 @@ impl Handler {
             Handler::Transfer(destinations, _) => {
                 let wanted = call.arguments.get("destination").and_then(Value::as_str);
                 // The schema's enum already refused anything else; this is the second lock.
-                let Some(destination) = destinations.iter().find(|d| Some(d.name.as_str()) == wanted) else {
-                    return Some(ToolOutput::error(Outcome::InvalidArguments, "unknown destination"));
+                let Some(destination) = destinations
+                    .iter()
+                    .find(|d| Some(d.name.as_str()) == wanted)
+                else {
+                    return Some(ToolOutput::error(
+                        Outcome::InvalidArguments,
+                        "unknown destination",
+                    ));
                 };
                 Some(ToolOutput {
                     // As documented: `{"status":"transferring","destination":"sales"}`, in that order.
@@ -246,9 +252,7 @@ impl Handler {
     pub async fn run(&self, call: &FunctionCall, ctx: &CallContext) -> ToolOutput {
         match self {
             Handler::Webhook(f, client) => client.call(&f.spec, call, ctx).await,
-            builtin => builtin
-                .answer_now(call)
-                .expect("built-ins answer at once"),
+            builtin => builtin.answer_now(call).expect("built-ins answer at once"),
         }
     }
 }
@@ -292,7 +296,8 @@ impl Registry {
         if !destinations.is_empty() {
             if config.twilio_configured() {
                 let tool = transfer::transfer_tool(destinations);
-                let schema = ArgumentSchema::compile(&tool.parameters).expect("the transfer schema compiles");
+                let schema = ArgumentSchema::compile(&tool.parameters)
+                    .expect("the transfer schema compiles");
                 registry.transfer = Some((destinations.clone().into(), Arc::new(schema)));
             } else {
                 tracing::warn!(
@@ -300,7 +305,11 @@ impl Registry {
                 );
             }
         }
-        if registry.mcp.iter().any(|m| m.require_approval != Some(Value::from("never"))) {
+        if registry
+            .mcp
+            .iter()
+            .any(|m| m.require_approval != Some(Value::from("never")))
+        {
             tracing::warn!(
                 "an MCP entry may require approval: the relay cannot approve MCP calls, so set \"require_approval\": \"never\" for tools the assistant should use"
             );
@@ -316,24 +325,41 @@ impl Registry {
     /// The names in `names` that are not configured functions or MCP server labels.
     pub fn unknown<'a>(&self, names: &'a [String]) -> Vec<&'a str> {
         let known = |n: &str| {
-            self.functions.iter().any(|f| f.spec.name == n) || self.mcp.iter().any(|m| m.server_label == n)
+            self.functions.iter().any(|f| f.spec.name == n)
+                || self.mcp.iter().any(|m| m.server_label == n)
         };
-        names.iter().map(String::as_str).filter(|n| !known(n)).collect()
+        names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !known(n))
+            .collect()
     }
 
     fn selected(settings: &CallSettings, name: &str) -> bool {
-        settings.tools.as_ref().is_none_or(|names| names.iter().any(|n| n == name))
+        settings
+            .tools
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == name))
     }
 
-    fn transfer_for(&self, settings: &CallSettings) -> Option<&(Arc<[Destination]>, Arc<ArgumentSchema>)> {
-        self.transfer.as_ref().filter(|_| settings.transfer != Some(false))
+    fn transfer_for(
+        &self,
+        settings: &CallSettings,
+    ) -> Option<&(Arc<[Destination]>, Arc<ArgumentSchema>)> {
+        self.transfer
+            .as_ref()
+            .filter(|_| settings.transfer != Some(false))
     }
 
     /// `session.tools` for a call with `settings`: `end_call`, the selected functions,
     /// `transfer_call` unless withheld, the selected MCP servers.
     pub fn declarations(&self, settings: &CallSettings) -> Vec<Tool> {
         let mut tools = vec![Tool::Function(end_call_tool())];
-        for f in self.functions.iter().filter(|f| Self::selected(settings, &f.spec.name)) {
+        for f in self
+            .functions
+            .iter()
+            .filter(|f| Self::selected(settings, &f.spec.name))
+        {
             tools.push(Tool::Function(crate::realtime::session::FunctionTool {
                 name: f.spec.name.clone(),
                 description: f.spec.description.clone(),
@@ -343,7 +369,11 @@ impl Registry {
         if let Some((destinations, _)) = self.transfer_for(settings) {
             tools.push(Tool::Function(transfer::transfer_tool(destinations)));
         }
-        for m in self.mcp.iter().filter(|m| Self::selected(settings, &m.server_label)) {
+        for m in self
+            .mcp
+            .iter()
+            .filter(|m| Self::selected(settings, &m.server_label))
+        {
             tools.push(Tool::Mcp(m.clone()));
         }
         tools
@@ -407,9 +437,16 @@ mod tests {
     fn a_call_declares_the_tools_it_selected() {
         let registry = Registry::new(&config(TOOLS, "sales=+15551230001"));
         let names = |s: &CallSettings| -> Vec<String> {
-            registry.declarations(s).iter().map(|t| t.name().to_string()).collect()
+            registry
+                .declarations(s)
+                .iter()
+                .map(|t| t.name().to_string())
+                .collect()
         };
-        assert_eq!(names(&CallSettings::default()), ["end_call", "a", "b", "transfer_call", "crm"]);
+        assert_eq!(
+            names(&CallSettings::default()),
+            ["end_call", "a", "b", "transfer_call", "crm"]
+        );
         let some = CallSettings {
             tools: Some(vec!["b".into()]),
             transfer: Some(false),
@@ -419,7 +456,10 @@ mod tests {
         assert!(registry.resolve("a", &some).is_none());
         assert!(registry.resolve("transfer_call", &some).is_none());
         assert!(registry.resolve("b", &some).is_some());
-        assert_eq!(registry.unknown(&["a".into(), "crm".into(), "zzz".into()]), ["zzz"]);
+        assert_eq!(
+            registry.unknown(&["a".into(), "crm".into(), "zzz".into()]),
+            ["zzz"]
+        );
         assert_eq!(registry.metric_name("invented"), "unknown");
     }
 
@@ -429,23 +469,36 @@ mod tests {
         c.twilio_auth_token = None;
         let registry = Registry::new(&c);
         assert!(!registry.has_transfer());
-        assert!(registry.resolve(TRANSFER_TOOL, &CallSettings::default()).is_none());
+        assert!(registry
+            .resolve(TRANSFER_TOOL, &CallSettings::default())
+            .is_none());
     }
 
     #[test]
     fn a_transfer_names_a_configured_destination_or_nothing() {
         let registry = Registry::new(&config("{}", "sales=+15551230001"));
-        let handler = registry.resolve(TRANSFER_TOOL, &CallSettings::default()).unwrap();
+        let handler = registry
+            .resolve(TRANSFER_TOOL, &CallSettings::default())
+            .unwrap();
         let call = |args: Value| FunctionCall {
             name: TRANSFER_TOOL.into(),
             call_id: "call_1".into(),
             arguments: args,
         };
-        let ok = handler.answer_now(&call(serde_json::json!({"destination": "sales"}))).unwrap();
-        assert_eq!(ok.output, r#"{"status":"transferring","destination":"sales"}"#);
+        let ok = handler
+            .answer_now(&call(serde_json::json!({"destination": "sales"})))
+            .unwrap();
+        assert_eq!(
+            ok.output,
+            r#"{"status":"transferring","destination":"sales"}"#
+        );
         assert!(matches!(ok.action, Some(Action::Transfer(ref d)) if d.target == "+15551230001"));
-        assert!(handler.check(&serde_json::json!({"destination": "+15559999999"})).is_err());
-        let refused = handler.answer_now(&call(serde_json::json!({"destination": "x"}))).unwrap();
+        assert!(handler
+            .check(&serde_json::json!({"destination": "+15559999999"}))
+            .is_err());
+        let refused = handler
+            .answer_now(&call(serde_json::json!({"destination": "x"})))
+            .unwrap();
         assert_eq!(refused.outcome, Outcome::InvalidArguments);
         assert!(refused.action.is_none());
     }

@@ -52,7 +52,10 @@ impl Signer {
         let encoded = encoded.strip_prefix(SECRET_PREFIX).unwrap_or(encoded);
         let key = base64::engine::general_purpose::STANDARD
             .decode(encoded)
-            .map_err(|_| "must be whsec_ followed by base64 (e.g. from `openssl rand -base64 32`)".to_string())?;
+            .map_err(|_| {
+                "must be whsec_ followed by base64 (e.g. from `openssl rand -base64 32`)"
+                    .to_string()
+            })?;
         if !SECRET_BYTES.contains(&key.len()) {
             return Err(format!(
                 "decodes to {} bytes; Standard Webhooks secrets are {} to {} bytes",
@@ -113,7 +116,10 @@ mod tests {
         let signed = Signer::from_secret(secret).unwrap().sign_now(b"{\"a\":1}");
         let mut headers = axum::http::HeaderMap::new();
         headers.insert(HEADER_ID, signed.id.parse().unwrap());
-        headers.insert(HEADER_TIMESTAMP, signed.timestamp.to_string().parse().unwrap());
+        headers.insert(
+            HEADER_TIMESTAMP,
+            signed.timestamp.to_string().parse().unwrap(),
+        );
         headers.insert(HEADER_SIGNATURE, signed.signature.parse().unwrap());
         let verifier = standardwebhooks::Webhook::new(secret).unwrap();
         verifier.verify(b"{\"a\":1}", &headers).expect("verifies");
@@ -126,6 +132,10 @@ mod tests {
         assert!(short.contains("5 bytes"), "{short}");
         let junk = Signer::from_secret("whsec_not base64!").unwrap_err();
         assert!(!junk.contains("not base64!"), "{junk}");
-        assert!(!format!("{:?}", Signer::from_secret("C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap()).contains("C2FV"));
+        assert!(!format!(
+            "{:?}",
+            Signer::from_secret("C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap()
+        )
+        .contains("C2FV"));
     }
 }

@@ -76,8 +76,16 @@ mod tests {
     fn destinations_are_numbers_or_sip_uris_under_a_name() {
         let sales = parse_destination(" sales = +15551230001 ").unwrap();
         assert_eq!((sales.name.as_str(), sales.is_sip()), ("sales", false));
-        assert!(parse_destination("support=sip:help@example.com").unwrap().is_sip());
-        for bad in ["sales", "sales=5551230001", "a b=+15551230001", "x=sip:nohost", "=+1555"] {
+        assert!(parse_destination("support=sip:help@example.com")
+            .unwrap()
+            .is_sip());
+        for bad in [
+            "sales",
+            "sales=5551230001",
+            "a b=+15551230001",
+            "x=sip:nohost",
+            "=+1555",
+        ] {
             assert!(parse_destination(bad).is_err(), "{bad}");
         }
     }
@@ -94,7 +102,11 @@ mod tests {
             json!(["sales", "support"])
         );
         assert!(schema.validate(&json!({"destination": "sales"})).is_ok());
-        for invented in [json!({"destination": "+15559999999"}), json!({}), json!({"destination": "sales", "number": "+1"})] {
+        for invented in [
+            json!({"destination": "+15559999999"}),
+            json!({}),
+            json!({"destination": "sales", "number": "+1"}),
+        ] {
             assert!(schema.validate(&invented).is_err(), "{invented}");
         }
     }

@@ -54,7 +54,12 @@ impl WebhookClient {
     }
 
     /// POST `call` to `spec.url` and turn the answer into the model's output.
-    pub async fn call(&self, spec: &FunctionSpec, call: &FunctionCall, ctx: &CallContext) -> ToolOutput {
+    pub async fn call(
+        &self,
+        spec: &FunctionSpec,
+        call: &FunctionCall,
+        ctx: &CallContext,
+    ) -> ToolOutput {
         let body = WebhookRequest {
             kind: "function_call",
             name: &call.name,
@@ -66,7 +71,10 @@ impl WebhookClient {
         let timeout = Duration::from_millis(spec.timeout_ms);
         match tokio::time::timeout(timeout, self.send(spec, body)).await {
             Ok(output) => output,
-            Err(_) => ToolOutput::error(Outcome::Timeout, &format!("the tool did not answer within {} ms", spec.timeout_ms)),
+            Err(_) => ToolOutput::error(
+                Outcome::Timeout,
+                &format!("the tool did not answer within {} ms", spec.timeout_ms),
+            ),
         }
     }
 
@@ -100,7 +108,10 @@ impl WebhookClient {
         };
         let status = response.status();
         if !status.is_success() {
-            return ToolOutput::error(Outcome::HttpError, &format!("the tool failed (HTTP {})", status.as_u16()));
+            return ToolOutput::error(
+                Outcome::HttpError,
+                &format!("the tool failed (HTTP {})", status.as_u16()),
+            );
         }
         if response
             .content_length()
@@ -113,12 +124,17 @@ impl WebhookClient {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
                     if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                        return ToolOutput::error(Outcome::InvalidResponse, "the tool's answer is over 64 KiB");
+                        return ToolOutput::error(
+                            Outcome::InvalidResponse,
+                            "the tool's answer is over 64 KiB",
+                        );
                     }
                     bytes.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
-                Err(_) => return ToolOutput::error(Outcome::Unreachable, "the tool's answer was cut off"),
+                Err(_) => {
+                    return ToolOutput::error(Outcome::Unreachable, "the tool's answer was cut off")
+                }
             }
         }
         match compact_json(&bytes) {
