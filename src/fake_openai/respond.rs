@@ -220,12 +220,11 @@ impl Conn {
             json!({"type": "response.output_item.done", "response_id": r.id,
             "output_index": 0, "item": item}),
         );
-        match &r.tool_call {
-            Some(call) => match call.name.split_once('.') {
+        if let Some(call) = &r.tool_call {
+            match call.name.split_once('.') {
                 Some((server, tool)) => self.call_mcp(&r.id, server, tool, &call.arguments),
                 None => self.call_function(&r.id, 1, &call.name, &call.arguments),
-            },
-            None => {}
+            }
         }
         if r.end_call {
             self.call_function(

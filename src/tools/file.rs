@@ -366,7 +366,8 @@ mod tests {
 
     #[test]
     fn each_mistake_names_the_entry_and_the_field() {
-        let cases: Vec<(Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+        type Edit = Box<dyn FnOnce(&mut Value)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (
                 Box::new(|v| v["functions"][0]["name"] = "bad name".into()),
                 "functions[0] (\"bad name\"): name:",
