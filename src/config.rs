@@ -811,6 +811,63 @@ mod tests {
     }
 
     #[test]
+    fn tool_options_are_checked_at_start_up_naming_their_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tools.json");
+        std::fs::write(
+            &path,
+            r#"{"functions":[{"name":"a","url":"http://127.0.0.1:9/a"}]}"#,
+        )
+        .unwrap();
+        let with_file = |secret: Option<&str>| Config {
+            tools_file: Some(path.clone()),
+            tools_webhook_secret: secret.map(Into::into),
+            ..Config::default()
+        };
+        let err = with_file(None).validate().unwrap_err();
+        assert_eq!(err.variable, "TOOLS_WEBHOOK_SECRET");
+        let err = with_file(Some("whsec_c2hvcnQ=")).validate().unwrap_err();
+        assert_eq!(err.variable, "TOOLS_WEBHOOK_SECRET");
+        let ok = with_file(Some("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")).validate();
+        assert_eq!(ok.unwrap().tools.functions[0].name, "a");
+        std::fs::write(&path, r#"{"functions":[{"name":"a","url":"ftp://x"}]}"#).unwrap();
+        let err = with_file(Some("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"))
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.variable, "TOOLS_FILE");
+        assert!(
+            err.reason
+                .contains("tools.json: functions[0] (\"a\"): url:"),
+            "{err}"
+        );
+
+        let transfer = |list: &str, allowed: &str| Config {
+            transfer_destinations: list
+                .split(',')
+                .map(|d| crate::tools::transfer::parse_destination(d).unwrap())
+                .collect(),
+            allowed_destinations: vec![allowed.into()],
+            ..Config::default()
+        };
+        assert!(transfer("sales=+15551230001,help=sip:a@b.example", "+1")
+            .validate()
+            .is_ok());
+        let err = transfer("sales=+445551230001", "+1")
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.variable, "TRANSFER_DESTINATIONS");
+        let err = transfer("a=+15551230001,a=+15551230002", "+1")
+            .validate()
+            .unwrap_err();
+        assert!(err.reason.contains("named twice"), "{err}");
+        let gap = Config {
+            dtmf_gap_ms: 50,
+            ..Config::default()
+        };
+        assert_eq!(gap.validate().unwrap_err().variable, "DTMF_GAP_MS");
+    }
+
+    #[test]
     fn signatures_are_checked_only_with_a_token_and_unless_disabled() {
         let mut c = Config::default();
         assert!(!c.validates_signatures());

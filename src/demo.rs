@@ -64,7 +64,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .map_or_else(webhook::fresh_secret, |s| s.expose().to_string());
         let url = webhook::serve(&secret).await?;
         let path = webhook::write_tools_file(&config.transcript_dir, &url)?;
-        println!("Tools: {} declares {} at {url}", path.display(), webhook::TOOL);
+        println!(
+            "Tools: {} declares {} at {url}",
+            path.display(),
+            webhook::TOOL
+        );
         config.tools_file = Some(path);
         config.tools_webhook_secret = Some(secret.as_str().into());
     }

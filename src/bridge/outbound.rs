@@ -274,7 +274,15 @@ impl Outbound {
             ServerEvent::OutputItemDone {
                 response_id, item, ..
             } => self.item_done(&response_id, item).await,
-            ServerEvent::ConversationItemDone { item } => self.item_done("", item).await,
+            // Function calls are taken from the response's output (it names the response).
+            ServerEvent::ConversationItemDone { item }
+                if !matches!(
+                    item,
+                    crate::realtime::server::OutputItem::FunctionCall { .. }
+                ) =>
+            {
+                self.item_done("", item).await
+            }
             ServerEvent::McpListToolsInProgress { item_id } => {
                 self.mcp_event("mcp_list_tools.in_progress", &item_id)
             }

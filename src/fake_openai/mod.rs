@@ -107,6 +107,8 @@ pub struct FakeOptions {
     /// (after its audio, before any `end_call`) with a call to `tool_calls[N-1]`, declared or not,
     /// as a model would. A `function_call_output` the client then sends is answered, on its
     /// `response.create`, with the greeting tone and the transcript `The tool answered: <output>`.
+    /// A name `server.tool` plays an MCP call the API ran itself instead: `response.mcp_call.*`
+    /// and an `mcp_call` item whose output is `{"ran":"tool"}`.
     pub tool_calls: Vec<ScriptedCall>,
 }
 
