@@ -19,6 +19,8 @@ mod clock;
 mod ending;
 mod idle;
 mod inbound;
+mod keypad;
+mod mcp;
 mod outbound;
 pub mod playback;
 mod renewal;

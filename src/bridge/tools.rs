@@ -13,9 +13,7 @@
 //! outlived its session reaches the next one as a system message, since its `call_id` means
 //! nothing there.
 //!
-//! Keypad: Twilio's `dtmf` digits pressed within `DTMF_GAP_MS` of each other become one user
-//! message ("The caller pressed 4 2 7 #") and a caller turn with `dtmf`; the gap is one more
-//! deadline of the loop's single timer ([`super::clock`]).
+//! The caller's keypad is in [`super::keypad`], MCP events in [`super::mcp`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -32,7 +30,6 @@ use super::outbound::Outbound;
 use crate::config::Config;
 use crate::events::CallEvent;
 use crate::realtime::client::{ContentPart, Item};
-use crate::realtime::server::OutputItem;
 use crate::realtime::ClientEvent;
 use crate::stats::ErrorKind;
 use crate::tools::transfer::Destination;
@@ -46,10 +43,6 @@ use crate::transcript::{EndReason, Role, ToolCallRecord, Turn};
 const RESULTS_CAPACITY: usize = 16;
 /// `call_id`s (and MCP item ids) remembered to ignore a call's second announcement.
 const SEEN_CALLS: usize = 64;
-/// Keys held before they are sent without waiting for the gap.
-const MAX_DTMF_KEYS: usize = 32;
-/// The keys Twilio reports.
-const DTMF_KEYS: &str = "0123456789*#ABCDabcd";
 
 /// A webhook call that finished, on its way back to the outbound loop.
 pub(super) struct Finished {
@@ -78,11 +71,12 @@ pub(super) struct CallTools {
     context: Option<Arc<CallContext>>,
     /// The destination of the handoff in progress.
     transfer: Option<Destination>,
-    dtmf_enabled: bool,
-    dtmf_gap: Duration,
-    keys: String,
+    pub(super) dtmf_enabled: bool,
+    pub(super) dtmf_gap: Duration,
+    /// Keys pressed and not yet sent.
+    pub(super) keys: String,
     /// When the keys pressed so far are sent, if any are held.
-    keys_due: Option<Instant>,
+    pub(super) keys_due: Option<Instant>,
 }
 
 impl CallTools {
@@ -130,7 +124,7 @@ impl CallTools {
     }
 
     /// Whether `id` is new (and remember it).
-    fn first_sighting(&mut self, id: &str) -> bool {
+    pub(super) fn first_sighting(&mut self, id: &str) -> bool {
         if self.seen.iter().any(|s| s == id) {
             return false;
         }
@@ -343,7 +337,11 @@ impl Outbound {
         self.add_tool_turn(record, started_at).await;
     }
 
-    async fn add_tool_turn(&mut self, record: ToolCallRecord, started_at: DateTime<Utc>) {
+    pub(super) async fn add_tool_turn(
+        &mut self,
+        record: ToolCallRecord,
+        started_at: DateTime<Utc>,
+    ) {
         let Some(t) = self.transcript.as_mut() else {
             return;
         };
@@ -368,7 +366,7 @@ impl Outbound {
         }
     }
 
-    fn publish(&self, event: CallEvent) {
+    pub(super) fn publish(&self, event: CallEvent) {
         if let Some(sid) = &self.call_sid {
             self.ctx.app.events.publish(sid, event);
         }
@@ -438,146 +436,6 @@ impl Outbound {
                 self.upstream(system_message(text)).await;
                 self.request_response().await;
                 false
-            }
-        }
-    }
-
-    /// An output or conversation item is done: a function call, an MCP call or tool list.
-    pub(super) async fn item_done(&mut self, response_id: &str, item: OutputItem) {
-        match item {
-            OutputItem::FunctionCall {
-                call_id,
-                name,
-                arguments,
-                status,
-            } => {
-                if matches!(status.as_deref(), None | Some("completed")) {
-                    self.tool_call(&name, &call_id, response_id, &arguments)
-                        .await;
-                }
-            }
-            OutputItem::McpCall {
-                id,
-                server_label,
-                name,
-                arguments,
-                output,
-                error,
-            } => {
-                if !self.tools.first_sighting(&id) {
-                    return;
-                }
-                let known = self
-                    .ctx
-                    .app
-                    .config
-                    .tools
-                    .mcp
-                    .iter()
-                    .any(|m| m.server_label == server_label);
-                let full_name = format!("{server_label}.{name}");
-                let label = if known { full_name.as_str() } else { "unknown" };
-                let outcome = if error.is_some() { "mcp_error" } else { "ok" };
-                self.ctx.app.stats.tool_call(label, outcome, None);
-                let error = error.map(|e| {
-                    let message = e.get("message").and_then(Value::as_str).map(str::to_string);
-                    message.unwrap_or_else(|| e.to_string())
-                });
-                match &error {
-                    Some(e) => warn!(tool = %full_name, error = %e, "MCP tool call failed"),
-                    None => info!(tool = %full_name, "MCP tool call answered"),
-                }
-                let parse = |s: &str| serde_json::from_str(s).unwrap_or_else(|_| Value::from(s));
-                let record = ToolCallRecord {
-                    name: full_name,
-                    arguments: parse(&arguments),
-                    output: output.as_deref().map(parse),
-                    error,
-                    duration_ms: 0,
-                };
-                self.add_tool_turn(record, Utc::now()).await;
-            }
-            OutputItem::McpListTools {
-                server_label,
-                tools,
-                ..
-            } => {
-                let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
-                info!(
-                    server_label,
-                    tools = names.join(","),
-                    "MCP server tools listed"
-                );
-            }
-            OutputItem::Other => {}
-        }
-    }
-
-    /// `mcp_list_tools.*` and `response.mcp_call.*` progress events: logged; failures counted.
-    pub(super) fn mcp_event(&self, kind: &'static str, item_id: &str) {
-        match kind {
-            "mcp_list_tools.failed" => {
-                self.ctx
-                    .app
-                    .stats
-                    .tool_call("mcp_list_tools", "mcp_error", None);
-                warn!(
-                    item_id,
-                    "an MCP server's tools could not be listed: the assistant cannot use them"
-                );
-            }
-            "mcp_list_tools.completed" => {
-                self.ctx.app.stats.tool_call("mcp_list_tools", "ok", None);
-                debug!(item_id, kind, "MCP event");
-            }
-            _ => debug!(item_id, kind, "MCP event"),
-        }
-    }
-
-    /// Twilio reported a key press.
-    pub(super) async fn dtmf(&mut self, key: &str) {
-        if !self.tools.dtmf_enabled {
-            info!(
-                digit = key,
-                "caller pressed a key (DTMF=off: not passed on)"
-            );
-            return;
-        }
-        if key.len() != 1 || !DTMF_KEYS.contains(key) {
-            warn!(digit = key, "ignored a DTMF event that is not a key");
-            return;
-        }
-        self.tools.keys.push_str(key);
-        self.tools.keys_due = Some(Instant::now() + self.tools.dtmf_gap);
-        if self.tools.keys.len() >= MAX_DTMF_KEYS {
-            self.send_keys().await;
-        }
-    }
-
-    /// The gap after the last key passed: the keys reach the model as one user message.
-    pub(super) async fn send_keys(&mut self) {
-        self.tools.keys_due = None;
-        let keys = std::mem::take(&mut self.tools.keys);
-        if keys.is_empty() {
-            return;
-        }
-        let spaced: Vec<String> = keys.chars().map(String::from).collect();
-        let text = format!("The caller pressed {}", spaced.join(" "));
-        info!(keys, "the caller pressed keys");
-        self.upstream(ClientEvent::user_text(text.clone()).to_json())
-            .await;
-        self.request_response().await;
-        let at = Utc::now();
-        self.publish(CallEvent::Final {
-            speaker: Role::Caller,
-            text: text.clone(),
-            at,
-        });
-        if let Some(t) = self.transcript.as_mut() {
-            let mut turn = Turn::new(Role::Caller, text, at);
-            turn.dtmf = Some(keys);
-            if t.add(turn) {
-                self.save().await;
             }
         }
     }
