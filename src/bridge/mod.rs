@@ -6,7 +6,8 @@
 //! Twilio, owns Twilio's writer, playback and the transcript). They talk over bounded channels.
 //! [`playback`] tracks what the caller has heard (marks, barge-in cuts), `session` sets the
 //! Realtime session up (`start`, `session.update`, greeting, resume), `ending` carries out the
-//! assistant's `end_call` and `tools` its other tool calls and the caller's keypad.
+//! assistant's `end_call`, `tools` its other tool calls (`transfer_call`, webhooks), `keypad` the
+//! caller's DTMF keys and `mcp` the API's own MCP calls.
 //! When the call ends (Twilio stops or drops, a goodbye has played, the API hangs up, shutdown)
 //! the first reason is recorded and both tasks stop. When only the upstream session ends, they
 //! hand their state back (with the caller audio not yet sent) and the supervisor opens the next
