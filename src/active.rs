@@ -2,7 +2,7 @@
 //! outbound calls waiting for their stream to connect.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -13,7 +13,8 @@ use crate::transcript::EndReason;
 #[derive(Debug, Clone)]
 pub struct CallHandle {
     cancel: CancellationToken,
-    end_reason: Arc<OnceLock<EndReason>>,
+    /// The first reason given; only [`CallHandle::retract_reason`] clears it.
+    end_reason: Arc<Mutex<Option<EndReason>>>,
 }
 
 impl CallHandle {
@@ -27,19 +28,33 @@ impl CallHandle {
 
     /// End the call, recording why; the first reason given wins.
     pub fn end(&self, reason: EndReason) {
-        let _ = self.end_reason.set(reason);
+        self.set_reason(reason);
         self.cancel.cancel();
     }
 
     /// Record why the call is about to end without ending it yet (e.g. before asking Twilio to
     /// hang up, so the `stop` that follows is not mistaken for the caller hanging up).
     pub fn set_reason(&self, reason: EndReason) {
-        let _ = self.end_reason.set(reason);
+        self.lock_reason().get_or_insert(reason);
+    }
+
+    /// Take back `reason` given by [`CallHandle::set_reason`] when what it announced did not
+    /// happen (a transfer Twilio refused) and the call goes on. Any other reason stays.
+    pub fn retract_reason(&self, reason: EndReason) {
+        let mut current = self.lock_reason();
+        if *current == Some(reason) && !self.cancel.is_cancelled() {
+            *current = None;
+        }
     }
 
     /// Why the call ended, if it has.
     pub fn reason(&self) -> Option<EndReason> {
-        self.end_reason.get().copied()
+        *self.lock_reason()
+    }
+
+    fn lock_reason(&self) -> std::sync::MutexGuard<'_, Option<EndReason>> {
+        // A poisoned lock still holds a valid reason.
+        self.end_reason.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The token the call's tasks watch.
@@ -85,6 +100,12 @@ pub struct CallSettings {
     pub instructions: Option<String>,
     pub greeting: Option<String>,
     pub voice: Option<String>,
+    /// The configured tools (function names, MCP server labels) this call may use; `None`: all.
+    pub tools: Option<Vec<String>>,
+    /// `Some(false)` withholds `transfer_call` from this call.
+    pub transfer: Option<bool>,
+    /// The API call's `metadata`, passed to tool webhooks.
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// How long settings wait for their call's stream (calls ring for at most a minute or two).

@@ -50,6 +50,8 @@ pub struct AppState {
     pub pending: PendingSettings,
     /// Twilio's REST API, when credentials are configured.
     pub twilio: Option<TwilioRest>,
+    /// The tools calls may declare (`TOOLS_FILE`, built-ins).
+    pub tools: Arc<crate::tools::Registry>,
     /// Set on SIGTERM/SIGINT: new calls are turned away while calls in progress finish.
     pub draining: Arc<AtomicBool>,
     /// Stream tokens already used (a token opens one stream).
@@ -70,6 +72,7 @@ impl AppState {
             active: ActiveCalls::default(),
             pending: PendingSettings::default(),
             twilio,
+            tools: Arc::new(crate::tools::Registry::new(&config)),
             draining: Arc::default(),
             stream_tokens: Default::default(),
             records: CallStore::load(&config.transcript_dir, stats.clone()),

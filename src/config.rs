@@ -11,7 +11,7 @@ use std::str::FromStr;
 use clap::{Args, ValueEnum};
 
 use crate::realtime::models::{self, ReasoningEffort};
-use crate::realtime::session::Tool;
+use crate::realtime::session::FunctionTool;
 
 /// Default assistant prompt (`INSTRUCTIONS`).
 pub const DEFAULT_INSTRUCTIONS: &str = "You are a friendly, concise phone assistant. Keep answers short and conversational: the caller hears you over a phone line. If you do not know something, say so.";
@@ -206,6 +206,29 @@ pub struct Config {
     /// frame (cheaper at low load) but caps the relay at one core.
     #[arg(long, env = "WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+
+    /// JSON file of function tools (webhooks) and MCP servers the assistant may use (README §
+    /// Tools). Unset: only the built-in tools.
+    #[arg(long, env = "TOOLS_FILE")]
+    pub tools_file: Option<PathBuf>,
+    /// Standard Webhooks secret (`whsec_<base64>`, 24–64 bytes) that signs every tool call;
+    /// required when TOOLS_FILE declares functions.
+    #[arg(long, env = "TOOLS_WEBHOOK_SECRET", hide_env_values = true)]
+    pub tools_webhook_secret: Option<Secret>,
+    /// Comma-separated `name=target` pairs the assistant may transfer callers to (targets: E.164
+    /// numbers or sip: URIs), e.g. sales=+15551230001,support=sip:help@example.com. Needs
+    /// Twilio credentials; numbers must fit ALLOWED_DESTINATIONS.
+    #[arg(long, env = "TRANSFER_DESTINATIONS", value_delimiter = ',', num_args = 0.., value_parser = crate::tools::transfer::parse_destination)]
+    pub transfer_destinations: Vec<crate::tools::transfer::Destination>,
+    /// Pass the caller's keypad presses (DTMF) to the assistant: on or off.
+    #[arg(long, env = "DTMF", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub dtmf: bool,
+    /// Keys pressed within this many ms of each other reach the assistant as one message, ms.
+    #[arg(long, env = "DTMF_GAP_MS", default_value_t = 1500)]
+    pub dtmf_gap_ms: u64,
+    /// The parsed `TOOLS_FILE`, filled in by [`Config::validate`].
+    #[arg(skip)]
+    pub tools: crate::tools::ToolsFile,
 
     /// Live transcription of forked calls (`/transcribe-call`).
     #[command(flatten)]
@@ -405,7 +428,81 @@ impl Config {
                 reason: "must be at least 1 ms".into(),
             });
         }
+        self.validate_tools()?;
         Ok(self)
+    }
+
+    /// `TOOLS_FILE`, `TOOLS_WEBHOOK_SECRET`, `TRANSFER_DESTINATIONS`, `DTMF_GAP_MS`.
+    fn validate_tools(&mut self) -> Result<(), ConfigError> {
+        if self
+            .tools_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            self.tools_file = None;
+        }
+        if self
+            .tools_webhook_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().is_empty())
+        {
+            self.tools_webhook_secret = None;
+        }
+        if let Some(path) = &self.tools_file {
+            self.tools = crate::tools::ToolsFile::load(path).map_err(|reason| ConfigError {
+                variable: "TOOLS_FILE",
+                reason,
+            })?;
+        }
+        match &self.tools_webhook_secret {
+            Some(secret) => {
+                crate::tools::signing::Signer::from_secret(secret.expose()).map_err(|reason| {
+                    ConfigError {
+                        variable: "TOOLS_WEBHOOK_SECRET",
+                        reason,
+                    }
+                })?;
+            }
+            None if !self.tools.functions.is_empty() => {
+                return Err(ConfigError {
+                    variable: "TOOLS_WEBHOOK_SECRET",
+                    reason: "required when TOOLS_FILE declares functions: every tool call is signed with it (whsec_ followed by base64 of 24 to 64 random bytes, e.g. whsec_$(openssl rand -base64 32))".into(),
+                });
+            }
+            None => {}
+        }
+        let mut seen = std::collections::HashSet::new();
+        for d in &self.transfer_destinations {
+            let variable = "TRANSFER_DESTINATIONS";
+            if !seen.insert(d.name.as_str()) {
+                return Err(ConfigError {
+                    variable,
+                    reason: format!("{} is named twice", d.name),
+                });
+            }
+            let allowed = &self.allowed_destinations;
+            if !d.is_sip()
+                && !allowed.is_empty()
+                && !allowed.iter().any(|p| d.target.starts_with(p.as_str()))
+            {
+                return Err(ConfigError {
+                    variable,
+                    reason: format!(
+                        "{}={} is not in ALLOWED_DESTINATIONS ({})",
+                        d.name,
+                        d.target,
+                        allowed.join(",")
+                    ),
+                });
+            }
+        }
+        if !(100..=10_000).contains(&self.dtmf_gap_ms) {
+            return Err(ConfigError {
+                variable: "DTMF_GAP_MS",
+                reason: "must be between 100 and 10000 ms".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Whether the Twilio REST API can be used (account SID plus a token or an API key).
@@ -447,9 +544,8 @@ impl Config {
 pub const END_CALL_TOOL: &str = "end_call";
 
 /// The `end_call` function tool: the model calls it when the conversation is over.
-pub fn end_call_tool() -> Tool {
-    Tool {
-        kind: "function".into(),
+pub fn end_call_tool() -> FunctionTool {
+    FunctionTool {
         name: END_CALL_TOOL.into(),
         description: "Hang up the phone call. Call this when the caller says goodbye or clearly wants to end the call, or when the task is done and you have said a short goodbye. Say the goodbye before calling this.".into(),
         parameters: serde_json::json!({
@@ -712,6 +808,63 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(bad.validate().unwrap_err().variable, "ALLOWED_DESTINATIONS");
+    }
+
+    #[test]
+    fn tool_options_are_checked_at_start_up_naming_their_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tools.json");
+        std::fs::write(
+            &path,
+            r#"{"functions":[{"name":"a","url":"http://127.0.0.1:9/a"}]}"#,
+        )
+        .unwrap();
+        let with_file = |secret: Option<&str>| Config {
+            tools_file: Some(path.clone()),
+            tools_webhook_secret: secret.map(Into::into),
+            ..Config::default()
+        };
+        let err = with_file(None).validate().unwrap_err();
+        assert_eq!(err.variable, "TOOLS_WEBHOOK_SECRET");
+        let err = with_file(Some("whsec_c2hvcnQ=")).validate().unwrap_err();
+        assert_eq!(err.variable, "TOOLS_WEBHOOK_SECRET");
+        let ok = with_file(Some("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")).validate();
+        assert_eq!(ok.unwrap().tools.functions[0].name, "a");
+        std::fs::write(&path, r#"{"functions":[{"name":"a","url":"ftp://x"}]}"#).unwrap();
+        let err = with_file(Some("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"))
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.variable, "TOOLS_FILE");
+        assert!(
+            err.reason
+                .contains("tools.json: functions[0] (\"a\"): url:"),
+            "{err}"
+        );
+
+        let transfer = |list: &str, allowed: &str| Config {
+            transfer_destinations: list
+                .split(',')
+                .map(|d| crate::tools::transfer::parse_destination(d).unwrap())
+                .collect(),
+            allowed_destinations: vec![allowed.into()],
+            ..Config::default()
+        };
+        assert!(transfer("sales=+15551230001,help=sip:a@b.example", "+1")
+            .validate()
+            .is_ok());
+        let err = transfer("sales=+445551230001", "+1")
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.variable, "TRANSFER_DESTINATIONS");
+        let err = transfer("a=+15551230001,a=+15551230002", "+1")
+            .validate()
+            .unwrap_err();
+        assert!(err.reason.contains("named twice"), "{err}");
+        let gap = Config {
+            dtmf_gap_ms: 50,
+            ..Config::default()
+        };
+        assert_eq!(gap.validate().unwrap_err().variable, "DTMF_GAP_MS");
     }
 
     #[test]

@@ -2,7 +2,11 @@
 //!
 //! Starts the Realtime stand-in (or uses the real API when `OPENAI_API_KEY` is set), the relay on
 //! a free loopback port and a simulated Twilio call with the bundled caller clips; prints the
-//! call's transcript and writes what the caller heard to `demo-reply.wav`.
+//! call's transcript and writes what the caller heard to `demo-reply.wav`. With `--tools`, an
+//! example tools file and its webhook ([`webhook`]) join in and the stand-in calls the tool, so a
+//! whole signed tool call shows offline.
+
+mod webhook;
 
 use std::path::PathBuf;
 
@@ -13,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, AppState};
 use crate::config::Config;
-use crate::fake_openai::{FakeOpenAi, FakeOptions};
+use crate::fake_openai::{FakeOpenAi, FakeOptions, ScriptedCall};
 use crate::sim::{self, CallOptions};
 use crate::transcript::{EndReason, Transcript};
 use crate::wav;
@@ -44,11 +48,31 @@ pub struct DemoArgs {
     /// Where to write what the caller heard (8 kHz 16-bit PCM WAV).
     #[arg(long, default_value = "demo-reply.wav")]
     pub out: PathBuf,
+    /// Show a tool call: an example tools file and webhook (printed as it is called), and the
+    /// stand-in calling `lookup_order` after the first clip.
+    #[arg(long)]
+    pub tools: bool,
 }
 
 /// Run the demo call; errors if the relay, the stand-in or the call fails, or no reply is heard.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let mut config = args.config.validate()?;
+    let mut config = args.config;
+    if args.tools {
+        let secret = config
+            .tools_webhook_secret
+            .as_ref()
+            .map_or_else(webhook::fresh_secret, |s| s.expose().to_string());
+        let url = webhook::serve(&secret).await?;
+        let path = webhook::write_tools_file(&config.transcript_dir, &url)?;
+        println!(
+            "Tools: {} declares {} at {url}",
+            path.display(),
+            webhook::TOOL
+        );
+        config.tools_file = Some(path);
+        config.tools_webhook_secret = Some(secret.as_str().into());
+    }
+    let mut config = config.validate()?;
     let _fake = if config.openai_configured() {
         println!("Using the OpenAI Realtime API at {}", config.realtime_url());
         None
@@ -59,8 +83,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         } else {
             args.audio.len()
         };
+        let tool_calls = if args.tools {
+            vec![ScriptedCall {
+                name: webhook::TOOL.into(),
+                arguments: webhook::ARGUMENTS.into(),
+            }]
+        } else {
+            Vec::new()
+        };
         let fake = FakeOpenAi::spawn(FakeOptions {
             end_call_after: u32::try_from(clips).ok(),
+            tool_calls,
             ..FakeOptions::default()
         })
         .await?;

@@ -29,6 +29,22 @@ pub enum CallEvent {
         text: String,
         at: DateTime<Utc>,
     },
+    /// The assistant called a tool (`tool.called`).
+    ToolCalled {
+        tool: String,
+        call_id: String,
+        arguments: serde_json::Value,
+        at: DateTime<Utc>,
+    },
+    /// A tool answered (`tool.result`): `outcome` as in `tool_calls_total`, the model's `output`.
+    ToolResult {
+        tool: String,
+        call_id: String,
+        outcome: &'static str,
+        output: serde_json::Value,
+        duration_ms: u64,
+        at: DateTime<Utc>,
+    },
     /// The call is over; the feed closes after this.
     Ended {
         end_reason: EndReason,
@@ -37,11 +53,13 @@ pub enum CallEvent {
 }
 
 impl CallEvent {
-    /// `transcript.interim`, `transcript.final` or `call.ended`.
+    /// `transcript.interim`, `transcript.final`, `tool.called`, `tool.result` or `call.ended`.
     pub fn name(&self) -> &'static str {
         match self {
             CallEvent::Interim { .. } => "transcript.interim",
             CallEvent::Final { .. } => "transcript.final",
+            CallEvent::ToolCalled { .. } => "tool.called",
+            CallEvent::ToolResult { .. } => "tool.result",
             CallEvent::Ended { .. } => "call.ended",
         }
     }

@@ -19,6 +19,7 @@
 //! - [`twilio`]: Twilio protocols: Media Streams messages, TwiML, request signatures, the REST client.
 //! - [`realtime`]: OpenAI Realtime GA client/server events and the session shape.
 //! - `borrowed`: the serde helper both protocols' per-frame probes use to borrow optional strings.
+//! - [`tools`]: the assistant's tools: `TOOLS_FILE` webhooks (signed), MCP servers, `transfer_call`.
 //! - [`upstream`]: opening the Realtime WebSocket (ws/wss, auth, timeout).
 //! - [`bridge`]: one call: the two relay tasks, playback tracking and barge-in.
 //! - [`records`]: call records (`/api/calls`), persisted beside the transcripts.
@@ -53,6 +54,7 @@ pub mod routes;
 pub mod sim;
 pub mod stats;
 pub mod telemetry;
+pub mod tools;
 pub mod transcribe;
 pub mod transcript;
 pub mod twilio;

@@ -47,6 +47,14 @@ pub struct ForkBackend {
     pub backend: &'static str,
 }
 
+/// Labels of `tool_calls_total`: the tool's `name` (`unknown` for names no call declared) and
+/// the `outcome` ([`crate::tools::Outcome::label`]).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolCall {
+    pub name: String,
+    pub outcome: &'static str,
+}
+
 /// Every metric the relay exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -84,6 +92,10 @@ pub struct Metrics {
     pub fork_finals: Counter,
     /// Fork tracks whose transcription backend failed for good (after its retry), by backend.
     pub fork_backend_failures: Family<ForkBackend, Counter>,
+    /// Tool calls of the assistant answered, by tool and outcome.
+    pub tool_calls: Family<ToolCall, Counter>,
+    /// Seconds from a tool call to its answer (webhooks; built-ins answer at once).
+    pub tool_call_duration: Histogram,
 }
 
 /// `direction` values.
@@ -170,6 +182,9 @@ impl Default for Metrics {
             fork_frames_outbound: Counter::default(),
             fork_finals: Counter::default(),
             fork_backend_failures: Family::default(),
+            tool_calls: Family::default(),
+            // 10 ms … ~40 s (webhook timeouts reach 30 s).
+            tool_call_duration: Histogram::new(exponential_buckets(0.01, 2.0, 13)),
             registry: Registry::default(),
         };
         registry.register("calls_active", "Calls in progress", m.calls_active.clone());
@@ -226,6 +241,16 @@ impl Default for Metrics {
             "fork_backend_failures",
             "Fork tracks whose transcription backend failed after its retry (the transcript records a gap); every failed attempt is also in errors_total with kind transcription",
             m.fork_backend_failures.clone(),
+        );
+        registry.register(
+            "tool_calls",
+            "Tool calls of the assistant answered, by tool name and outcome",
+            m.tool_calls.clone(),
+        );
+        registry.register(
+            "tool_call_duration_seconds",
+            "From a tool call of the assistant to its answer",
+            m.tool_call_duration.clone(),
         );
         // Every series exists from start-up, so alerts can be written before the first event.
         for backend in ["openai", "deepgram", "whisper"] {

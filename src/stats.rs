@@ -208,6 +208,20 @@ impl Stats {
         family.get_or_create(&ForkBackend { backend }).inc();
     }
 
+    /// A tool call answered: `name` (already `unknown` for undeclared names), `outcome`
+    /// ([`crate::tools::Outcome::label`]) and, when it ran, how long it took.
+    pub fn tool_call(&self, name: &str, outcome: &'static str, took: Option<Duration>) {
+        let m = &self.0.metrics;
+        let labels = crate::metrics::ToolCall {
+            name: name.to_string(),
+            outcome,
+        };
+        m.tool_calls.get_or_create(&labels).inc();
+        if let Some(took) = took {
+            m.tool_call_duration.observe(took.as_secs_f64());
+        }
+    }
+
     /// The Prometheus exposition in `format` (see [`Exposition::negotiate`]).
     pub fn prometheus(&self, format: Exposition) -> String {
         self.0.metrics.encode_as(format)

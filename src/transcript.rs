@@ -28,6 +28,8 @@ pub enum Role {
     Assistant,
     /// The other person on a forked call (the outbound track).
     Agent,
+    /// A tool call of the assistant (function, built-in or MCP) and its answer.
+    Tool,
 }
 
 impl Role {
@@ -37,6 +39,7 @@ impl Role {
             Role::Caller => "Caller",
             Role::Assistant => "Assistant",
             Role::Agent => "Agent",
+            Role::Tool => "Tool",
         }
     }
 }
@@ -69,6 +72,9 @@ pub enum EndReason {
     /// The stream's `start` was refused (malformed SIDs, a call that already ended or is live,
     /// a missing or invalid stream token). Only in logs: there is no call to write a transcript for.
     StreamRefused,
+    /// The assistant called `transfer_call` and Twilio handed the call to the destination
+    /// (`transferred_to` names it).
+    Transferred,
 }
 
 impl EndReason {
@@ -86,6 +92,7 @@ impl EndReason {
             EndReason::CallerIdle => "caller_idle",
             EndReason::TwilioTimeout => "twilio_timeout",
             EndReason::StreamRefused => "stream_refused",
+            EndReason::Transferred => "transferred",
         }
     }
 }
@@ -107,6 +114,44 @@ pub struct Turn {
     /// ms of this turn's audio the caller heard before barging in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heard_ms: Option<u64>,
+    /// A caller turn typed on the keypad: the keys, e.g. `427#`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtmf: Option<String>,
+    /// A `tool` turn's call: `name`, `arguments`, `output` or `error`, `duration_ms`.
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<ToolCallRecord>,
+}
+
+/// One tool call as the transcript keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallRecord {
+    /// The function's name (`server_label.name` for MCP tools).
+    pub name: String,
+    /// The arguments the model gave (a JSON string if they were not JSON).
+    pub arguments: serde_json::Value,
+    /// The answer the model got, when the tool answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+    /// Why the tool gave no answer (the `error` the model got).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// From the call to its answer, ms (0 when the API ran it).
+    pub duration_ms: u64,
+}
+
+impl Turn {
+    /// A finished turn of `role` that began at `at`.
+    pub fn new(role: Role, text: String, at: DateTime<Utc>) -> Self {
+        Turn {
+            role,
+            text,
+            started_at: at,
+            interrupted: false,
+            heard_ms: None,
+            dtmf: None,
+            tool: None,
+        }
+    }
 }
 
 /// The whole file. `ended_at`/`end_reason` are `null` while the call is live.
@@ -123,6 +168,9 @@ pub struct Transcript {
     /// Times the Realtime API dropped mid-call and the relay reconnected (omitted when 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub upstream_reconnects: u32,
+    /// The `TRANSFER_DESTINATIONS` name the call was transferred to (with `end_reason: transferred`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transferred_to: Option<String>,
     /// Times the Realtime session reached its maximum duration and was renewed (omitted when 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub session_renewals: u32,
@@ -151,6 +199,7 @@ impl Transcript {
             end_reason: None,
             turns: Vec::new(),
             upstream_reconnects: 0,
+            transferred_to: None,
             session_renewals: 0,
             dropped_turns: 0,
             text_bytes: 0,
@@ -168,16 +217,8 @@ impl Transcript {
             self.dropped_turns = self.dropped_turns.saturating_add(1);
             return;
         }
-        self.pending.insert(
-            item_id.to_string(),
-            Turn {
-                role,
-                text: String::new(),
-                started_at: at,
-                interrupted: false,
-                heard_ms: None,
-            },
-        );
+        self.pending
+            .insert(item_id.to_string(), Turn::new(role, String::new(), at));
     }
 
     /// Append partial text (a transcript delta) to a pending turn (dropped past [`MAX_TEXT_BYTES`]).
@@ -214,18 +255,18 @@ impl Transcript {
                 self.text_bytes -= turn.text.len();
                 turn
             }
-            None => Turn {
-                role,
-                text: String::new(),
-                started_at: Utc::now(),
-                interrupted: false,
-                heard_ms: None,
-            },
+            None => Turn::new(role, String::new(), Utc::now()),
         };
         turn.text = text.trim().to_string();
         if turn.text.is_empty() {
             return false;
         }
+        self.keep(turn)
+    }
+
+    /// Add a finished turn (a tool call, keys pressed) in order of its start; false if the call
+    /// is past [`MAX_TURNS`] / [`MAX_TEXT_BYTES`] (then it is dropped and counted).
+    pub fn add(&mut self, turn: Turn) -> bool {
         self.keep(turn)
     }
 

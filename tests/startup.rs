@@ -250,3 +250,27 @@ fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
         relay.seen
     );
 }
+
+#[test]
+fn a_broken_tools_file_stops_start_up_naming_the_file_the_entry_and_the_field() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tools.json");
+    let file = r#"{"functions":[{"name":"lookup_order","url":"ftp://backend.example.com/x"}]}"#;
+    std::fs::write(&path, file).expect("write tools file");
+    let path = path.to_str().expect("utf-8 path");
+    let secret = (
+        "TOOLS_WEBHOOK_SECRET",
+        "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+    );
+    let (status, stderr) = Relay::start(None, &[("TOOLS_FILE", path), secret]).exit();
+    assert!(!status.success(), "a broken tools file was accepted");
+    let expected = format!("error: TOOLS_FILE: {path}: functions[0] (\"lookup_order\"): url:");
+    assert!(stderr.contains(&expected), "{stderr}");
+}
+
+#[test]
+fn transfer_destinations_without_twilio_credentials_are_explained_at_start_up() {
+    let mut relay = Relay::start(None, &[("TRANSFER_DESTINATIONS", "sales=+15551230001")]);
+    let line = relay.line(|l| l.contains("transfer_call is not declared"));
+    assert!(line.contains("TWILIO_ACCOUNT_SID"), "{line}");
+}

@@ -37,8 +37,12 @@ pub struct NewCall {
     instructions: Option<String>,
     greeting: Option<String>,
     voice: Option<String>,
-    /// Returned as is with the call record.
+    /// Returned as is with the call record, and passed to tool webhooks (`call.metadata`).
     metadata: Option<Value>,
+    /// The configured tools (function names, MCP server labels) this call may use; default all.
+    tools: Option<Vec<String>>,
+    /// `false` withholds `transfer_call` from this call.
+    transfer: Option<bool>,
 }
 
 fn twilio(state: &AppState) -> Result<&TwilioRest, ApiError> {
@@ -49,7 +53,11 @@ fn twilio(state: &AppState) -> Result<&TwilioRest, ApiError> {
     })
 }
 
-fn validate(config: &Config, call: &NewCall) -> Result<String, ApiError> {
+fn validate(
+    config: &Config,
+    registry: &crate::tools::Registry,
+    call: &NewCall,
+) -> Result<String, ApiError> {
     if !is_e164(&call.to) {
         return Err(ApiError::invalid(
             "to",
@@ -86,6 +94,15 @@ fn validate(config: &Config, call: &NewCall) -> Result<String, ApiError> {
             ));
         }
     }
+    if let Some(tools) = &call.tools {
+        let unknown = registry.unknown(tools);
+        if !unknown.is_empty() {
+            return Err(ApiError::invalid(
+                "tools",
+                format!("not configured in TOOLS_FILE: {}", unknown.join(", ")),
+            ));
+        }
+    }
     if call
         .instructions
         .as_ref()
@@ -107,7 +124,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(call) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let config = &state.config;
-    let from = validate(config, &call)?;
+    let from = validate(config, &state.tools, &call)?;
     let twilio = twilio(&state)?;
     if !config.openai_configured() {
         return Err(ApiError::Disabled(
@@ -118,6 +135,9 @@ pub async fn create(
         instructions: call.instructions.clone(),
         greeting: call.greeting.clone(),
         voice: call.voice.clone(),
+        tools: call.tools.clone(),
+        transfer: call.transfer,
+        metadata: call.metadata.clone(),
     });
     let stream = stream_url(config.public_url.as_deref(), &headers, "/media-stream");
     let token = crate::routes::stream_token_for(config, |now| {

@@ -1,6 +1,6 @@
 //! Everything in a session's OpenAI → Twilio loop that happens at a time rather than on a
 //! message: the goodbye's limit, proactive renewal, `MAX_CALL_SECS`, the caller-idle clock, the
-//! follow-up after an expiry, and the two upstream watchdogs (`session.updated` within
+//! follow-up after an expiry, the keypad's `DTMF_GAP_MS`, and the two upstream watchdogs (`session.updated` within
 //! `OPENAI_CONNECT_TIMEOUT_MS`, no stall longer than `OPENAI_STALL_TIMEOUT_MS` while a response
 //! is in progress).
 //!
@@ -58,6 +58,7 @@ impl Outbound {
             self.max_call_at,
             self.idle.deadline(),
             self.follow_up_at,
+            self.tools.keys_due(),
             dogs.configured_by,
             dogs.stall_check_at,
         ]
@@ -88,9 +89,10 @@ impl Outbound {
                 .ending
                 .as_ref()
                 .map_or(EndReason::AssistantHungUp, |e| e.reason());
-            self.hang_up(reason).await;
-            self.ctx.end(reason);
-            return Fired::CallEnded;
+            if self.end_now(reason).await {
+                self.ctx.end(reason);
+                return Fired::CallEnded;
+            }
         }
         if dogs.configured_by.is_some_and(|at| at <= now) {
             return self.watchdog_failed(
@@ -118,6 +120,9 @@ impl Outbound {
         }
         if self.follow_up_at.is_some_and(|at| at <= now) {
             self.follow_up().await;
+        }
+        if self.tools.keys_due().is_some_and(|at| at <= now) {
+            self.send_keys().await;
         }
         Fired::Continue
     }

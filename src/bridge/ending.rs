@@ -1,4 +1,5 @@
-//! Ending a call after a goodbye: the assistant's `end_call`, the call-length cap
+//! Ending a call after a goodbye: the assistant's `end_call` (and `transfer_call`'s handoff line,
+//! see [`super::tools`]), the call-length cap
 //! (`MAX_CALL_SECS`) and a silent caller (`CALLER_IDLE_SECS`). In each case the relay waits for the
 //! goodbye's response to finish and its audio to play out (the last mark echoed, at most
 //! [`GOODBYE_LIMIT`]), then hangs up through Twilio's REST API when credentials are configured —
@@ -12,7 +13,6 @@ use tracing::{info, warn};
 
 use super::outbound::Outbound;
 use super::playback::Playback;
-use crate::config::END_CALL_TOOL;
 use crate::realtime::client::{ContentPart, Item};
 use crate::realtime::ClientEvent;
 use crate::transcript::EndReason;
@@ -92,43 +92,6 @@ impl Ending {
 }
 
 impl Outbound {
-    /// The model called a function: `end_call` starts the ending, anything else gets an error
-    /// output and a new response.
-    pub(super) async fn function_call(
-        &mut self,
-        name: &str,
-        call_id: &str,
-        response_id: &str,
-        arguments: &str,
-    ) {
-        let known = name == END_CALL_TOOL;
-        let output = if known {
-            r#"{"ok":true}"#
-        } else {
-            r#"{"error":"unknown function"}"#
-        };
-        let answer = ClientEvent::ConversationItemCreate {
-            item: Item::FunctionCallOutput {
-                call_id: call_id.to_string(),
-                output: output.to_string(),
-            },
-        };
-        self.upstream(answer.to_json()).await;
-        if known {
-            info!(
-                arguments,
-                "the assistant is ending the call; waiting for its goodbye to play"
-            );
-            if self.ending.is_none() {
-                self.ending = Some(Ending::end_call(response_id));
-            }
-        } else {
-            warn!(name, "the model called an unknown function");
-            self.upstream(ClientEvent::ResponseCreate {}.to_json())
-                .await;
-        }
-    }
-
     /// The call reached `MAX_CALL_SECS`: ask for a one-sentence goodbye, then hang up.
     pub(super) async fn max_duration_reached(&mut self) {
         self.max_call_at = None;

@@ -246,7 +246,13 @@ impl Inbound {
                 Step::Continue
             }
             TwilioEvent::Dtmf { dtmf, .. } => {
-                info!(digit = %dtmf.digit, "caller pressed a key");
+                debug!(digit = %dtmf.digit, "caller pressed a key");
+                let key = ToOutbound::Dtmf {
+                    digit: dtmf.digit.into_owned(),
+                };
+                if self.to_outbound.try_send(key).is_err() {
+                    warn!("a key press was not delivered: the outbound side is busy or gone");
+                }
                 Step::Continue
             }
             TwilioEvent::Stop { .. } => {

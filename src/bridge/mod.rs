@@ -5,8 +5,9 @@
 //! call's span: `inbound` (Twilio → OpenAI, owns the upstream writer) and `outbound` (OpenAI →
 //! Twilio, owns Twilio's writer, playback and the transcript). They talk over bounded channels.
 //! [`playback`] tracks what the caller has heard (marks, barge-in cuts), `session` sets the
-//! Realtime session up (`start`, `session.update`, greeting, resume) and `ending` carries out the
-//! assistant's `end_call`.
+//! Realtime session up (`start`, `session.update`, greeting, resume), `ending` carries out the
+//! assistant's `end_call`, `tools` its other tool calls (`transfer_call`, webhooks), `keypad` the
+//! caller's DTMF keys and `mcp` the API's own MCP calls.
 //! When the call ends (Twilio stops or drops, a goodbye has played, the API hangs up, shutdown)
 //! the first reason is recorded and both tasks stop. When only the upstream session ends, they
 //! hand their state back (with the caller audio not yet sent) and the supervisor opens the next
@@ -19,11 +20,14 @@ mod clock;
 mod ending;
 mod idle;
 mod inbound;
+mod keypad;
+mod mcp;
 mod outbound;
 pub mod playback;
 mod renewal;
 mod replay;
 mod session;
+mod tools;
 
 pub use session::{call_session, transcribes_caller};
 
@@ -99,6 +103,10 @@ pub(crate) enum ToOutbound {
     MarkEchoed {
         name: String,
         at: Instant,
+    },
+    /// The caller pressed a key (Twilio `dtmf`).
+    Dtmf {
+        digit: String,
     },
 }
 

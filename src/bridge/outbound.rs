@@ -84,6 +84,8 @@ pub(super) struct Outbound {
     /// When the call reaches `MAX_CALL_SECS` (set on Twilio's `start`).
     pub(super) max_call_at: Option<tokio::time::Instant>,
     pub(super) idle: IdleWatch,
+    /// Tool calls in flight, keys pressed, the call's tool context ([`super::tools`]).
+    pub(super) tools: super::tools::CallTools,
     /// Response latencies of this call, ms.
     pub latencies_ms: Vec<u64>,
     /// Audio chunks sent to Twilio.
@@ -96,9 +98,10 @@ impl Outbound {
     /// Outbound state for a new call; `to_upstream` is set per upstream session.
     pub fn new(ctx: CallCtx, twilio_tx: SplitSink<WebSocket, Message>) -> Self {
         let config = &ctx.app.config;
-        let (transcribes_caller, idle) = (
+        let (transcribes_caller, idle, tools) = (
             super::session::transcribes_caller(config),
             IdleWatch::new(config),
+            super::tools::CallTools::new(config),
         );
         Outbound {
             ctx,
@@ -126,6 +129,7 @@ impl Outbound {
             follow_up_at: None,
             max_call_at: None,
             idle,
+            tools,
             latencies_ms: Vec::new(),
             frames_out: 0,
             barge_ins: 0,
@@ -141,6 +145,7 @@ impl Outbound {
                     trace!(mark = %name, "mark echo after clear");
                 }
             }
+            ToOutbound::Dtmf { digit } => self.dtmf(&digit).await,
         }
     }
 
@@ -199,6 +204,7 @@ impl Outbound {
                     let _ = self.to_upstream.send(ToInbound::TurnAnswered).await;
                 }
                 self.caller_turn = CallerTurn::Quiet;
+                self.tools.response_created();
                 if let Some(ending) = self.ending.as_mut() {
                     ending.response_created(&response.id);
                 }
@@ -244,6 +250,7 @@ impl Outbound {
                 if let Some(ending) = self.ending.as_mut() {
                     ending.response_done(&response.id);
                 }
+                self.tools_response_done().await;
             }
             ServerEvent::Error { error } if error.code.as_deref() == Some(SESSION_EXPIRED) => {
                 // Not a failure: the session reached its maximum duration (see `renewal`).
@@ -265,8 +272,38 @@ impl Outbound {
                 arguments,
                 ..
             } => {
-                self.function_call(&name, &call_id, &response_id, &arguments)
+                self.tool_call(&name, &call_id, &response_id, &arguments)
                     .await
+            }
+            ServerEvent::OutputItemDone {
+                response_id, item, ..
+            } => self.item_done(&response_id, item).await,
+            // Function calls are taken from the response's output (it names the response).
+            ServerEvent::ConversationItemDone { item }
+                if !matches!(
+                    item,
+                    crate::realtime::server::OutputItem::FunctionCall { .. }
+                ) =>
+            {
+                self.item_done("", item).await
+            }
+            ServerEvent::McpListToolsInProgress { item_id } => {
+                self.mcp_event("mcp_list_tools.in_progress", &item_id)
+            }
+            ServerEvent::McpListToolsCompleted { item_id } => {
+                self.mcp_event("mcp_list_tools.completed", &item_id)
+            }
+            ServerEvent::McpListToolsFailed { item_id } => {
+                self.mcp_event("mcp_list_tools.failed", &item_id)
+            }
+            ServerEvent::McpCallInProgress { item_id, .. } => {
+                self.mcp_event("response.mcp_call.in_progress", &item_id)
+            }
+            ServerEvent::McpCallCompleted { item_id, .. } => {
+                self.mcp_event("response.mcp_call.completed", &item_id)
+            }
+            ServerEvent::McpCallFailed { item_id, .. } => {
+                self.mcp_event("response.mcp_call.failed", &item_id)
             }
             _ => {}
         }
@@ -389,7 +426,7 @@ impl Outbound {
         }
     }
 
-    async fn save(&self) {
+    pub(super) async fn save(&self) {
         if let Some(t) = &self.transcript {
             if let Err(e) = t.save(&self.ctx.app.config.transcript_dir).await {
                 self.ctx.app.stats.error(ErrorKind::Storage);
@@ -444,9 +481,10 @@ pub(super) async fn run(
             .filter(|e| e.ready(&out.playback))
             .map(Ending::reason)
         {
-            out.hang_up(reason).await;
-            ctx.end(reason);
-            break None;
+            if out.end_now(reason).await {
+                ctx.end(reason);
+                break None;
+            }
         }
         if out.session_expired {
             break Some(SessionEnd::Expired {
@@ -473,6 +511,7 @@ pub(super) async fn run(
             biased;
             _ = &mut cancelled => break None,
             Some(msg) = from_inbound.recv() => out.on_inbound(msg).await,
+            Some(done) = out.tools.results.recv() => out.tool_finished(done).await,
             frame = upstream_rx.next() => {
                 dogs.last_event = tokio::time::Instant::now();
                 match frame {

@@ -73,7 +73,9 @@ pub fn call_session(
                 ),
             }),
         }),
-        tools: Some(vec![end_call_tool()]),
+        tools: Some(vec![crate::realtime::session::Tool::Function(
+            end_call_tool(),
+        )]),
         tool_choice: Some("auto".into()),
         reasoning: config.reasoning_effort.map(|effort| Reasoning { effort }),
     }
@@ -104,7 +106,10 @@ impl Outbound {
             )
             .await;
         if let Some(settings) = info.param("CallRef").and_then(|r| app.pending.take(r)) {
-            let changes_session = settings.instructions.is_some() || settings.voice.is_some();
+            let changes_session = settings.instructions.is_some()
+                || settings.voice.is_some()
+                || settings.tools.is_some()
+                || settings.transfer.is_some();
             self.settings = settings;
             if changes_session {
                 let update = self.session_update();
@@ -112,6 +117,12 @@ impl Outbound {
                 info!("applied this call's instructions/voice");
             }
         }
+        self.tools.call_started(crate::tools::CallContext::new(
+            &info.call_sid,
+            &info.stream_sid,
+            &info.parameters,
+            &self.settings,
+        ));
         self.transcript = Some(info.transcript());
         self.call_sid = Some(info.call_sid);
         self.media_json = Some(MediaJson::new(&info.stream_sid));
@@ -147,11 +158,12 @@ impl Outbound {
     /// A `session.update` with this call's settings; counted until `session.updated` answers.
     pub(super) fn session_update(&mut self) -> String {
         self.pending_updates += 1;
-        let session = call_session(
+        let mut session = call_session(
             &self.ctx.app.config,
             &self.settings,
             self.idle.server_timeout_ms(),
         );
+        session.tools = Some(self.ctx.app.tools.declarations(&self.settings));
         ClientEvent::SessionUpdate {
             session: Box::new(session),
         }
@@ -183,6 +195,7 @@ impl Outbound {
         self.caller_turn = CallerTurn::Quiet;
         self.session_expired = false;
         self.session_configured = false;
+        self.tools.new_session();
         if let Some(ending) = self.ending.as_mut() {
             ending.session_ended();
         }

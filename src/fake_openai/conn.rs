@@ -82,6 +82,7 @@ pub(super) async fn handle(
     info!(%peer, path = %upgrade.path_and_query, "stand-in connection opened");
     let mut conn = Conn::new(opts.mode, opts.pace, &upgrade.path_and_query, rec);
     conn.end_call_after = opts.end_call_after;
+    conn.tool_calls = opts.tool_calls.clone();
     conn.expires_at = opts.expire_after.map(|after| Instant::now() + after);
     conn.realtime_pace = opts.realtime_pace;
     conn.start(upgrade.beta_header);

@@ -23,6 +23,9 @@ impl Conn {
                 .collect();
             self.pending_text = Some(text.join(" "));
         }
+        if let Item::FunctionCallOutput { output, .. } = &item {
+            self.tool_output = Some(output.clone());
+        }
         let item_id = self.new_item_id();
         let mut value = serde_json::to_value(&item).expect("items serialize");
         if let Some(object) = value.as_object_mut() {

@@ -103,6 +103,35 @@ pub struct FakeOptions {
     /// once: VAD events and transcripts come as late as they would there, and a commit waits
     /// behind the audio queued before it.
     pub realtime_pace: bool,
+    /// Function calls to make, one per caller utterance: the reply to the N-th utterance ends
+    /// (after its audio, before any `end_call`) with a call to `tool_calls[N-1]`, declared or not,
+    /// as a model would. A `function_call_output` the client then sends is answered, on its
+    /// `response.create`, with the greeting tone and the transcript `The tool answered: <output>`.
+    /// A name `server.tool` plays an MCP call the API ran itself instead: `response.mcp_call.*`
+    /// and an `mcp_call` item whose output is `{"ran":"tool"}`.
+    pub tool_calls: Vec<ScriptedCall>,
+}
+
+/// One scripted function call of the stand-in: `NAME='{"json":"args"}'` on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptedCall {
+    pub name: String,
+    /// The `arguments` string, sent as given (it may be invalid on purpose).
+    pub arguments: String,
+}
+
+/// Parse `--tool-call NAME=JSON` (the JSON is not checked: tests send bad arguments too).
+pub fn parse_tool_call(s: &str) -> Result<ScriptedCall, String> {
+    let (name, arguments) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME='{{\"json\":\"args\"}}'"))?;
+    if name.trim().is_empty() {
+        return Err("the tool name is empty".into());
+    }
+    Ok(ScriptedCall {
+        name: name.trim().into(),
+        arguments: arguments.into(),
+    })
 }
 
 impl Default for FakeOptions {
@@ -115,6 +144,7 @@ impl Default for FakeOptions {
             later_upgrade_delay: None,
             end_call_after: None,
             realtime_pace: false,
+            tool_calls: Vec::new(),
         }
     }
 }
@@ -250,6 +280,10 @@ pub struct FakeOpenAiArgs {
     /// Hear appended audio at 1× real time (as the real API does) instead of at once.
     #[arg(long)]
     pub realtime_pace: bool,
+    /// Call this function (NAME='{"json":"args"}') after replying to the next caller utterance;
+    /// repeat for later utterances, one each.
+    #[arg(long = "tool-call", value_name = "NAME=JSON", value_parser = parse_tool_call)]
+    pub tool_calls: Vec<ScriptedCall>,
 }
 
 /// Run the stand-in until Ctrl-C.
@@ -284,6 +318,7 @@ pub async fn main(args: FakeOpenAiArgs) -> anyhow::Result<()> {
         later_upgrade_delay: None,
         end_call_after: args.end_call_after,
         realtime_pace: args.realtime_pace,
+        tool_calls: args.tool_calls,
     };
     serve(listener, opts, shutdown).await?;
     info!("Realtime stand-in stopped");

@@ -37,6 +37,8 @@ pub(crate) struct ActiveResponse {
     started_at: Instant,
     /// Finish with a call to the `end_call` tool (after the audio), as a model would on goodbye.
     pub(crate) end_call: bool,
+    /// Finish with this function call (after the audio, before `end_call`).
+    pub(crate) tool_call: Option<super::ScriptedCall>,
 }
 
 /// Time between two 100 ms chunks at `pace` × real time (4.0 → 25 ms). A non-positive or NaN pace
@@ -93,7 +95,10 @@ impl Conn {
                 event_id,
             );
         }
-        let (audio, transcript) = if let Some(text) = self.pending_text.take() {
+        let (audio, transcript) = if let Some(output) = self.tool_output.take() {
+            self.pending_text = None;
+            (greeting_tone(), format!("The tool answered: {output}"))
+        } else if let Some(text) = self.pending_text.take() {
             (greeting_tone(), format!("(greeting) {text}"))
         } else if let Some((audio, transcript)) = &self.utterance {
             (audio.clone(), format!("You said: {transcript}"))
@@ -144,6 +149,7 @@ impl Conn {
             next_at: now,
             started_at: now,
             end_call: false,
+            tool_call: None,
         });
         self.idle_at = None;
     }
@@ -214,8 +220,19 @@ impl Conn {
             json!({"type": "response.output_item.done", "response_id": r.id,
             "output_index": 0, "item": item}),
         );
+        if let Some(call) = &r.tool_call {
+            match call.name.split_once('.') {
+                Some((server, tool)) => self.call_mcp(&r.id, server, tool, &call.arguments),
+                None => self.call_function(&r.id, 1, &call.name, &call.arguments),
+            }
+        }
         if r.end_call {
-            self.call_end_call(&r.id);
+            self.call_function(
+                &r.id,
+                2,
+                "end_call",
+                r#"{"reason":"the caller said goodbye"}"#,
+            );
         }
         // The idle timeout counts from when the response's audio has played (real time).
         let played = r.started_at + Duration::from_millis((r.audio.len() / BYTES_PER_MS) as u64);
@@ -233,28 +250,47 @@ impl Conn {
         self.session
             .tools
             .as_ref()
-            .is_some_and(|tools| tools.iter().any(|t| t.name == "end_call"))
+            .is_some_and(|tools| tools.iter().any(|t| t.name() == "end_call"))
     }
 
-    /// A function call item for `end_call` as the second output of `response_id`.
-    fn call_end_call(&mut self, response_id: &str) {
+    /// A function call item calling `name` as output `output_index` of `response_id`, announced
+    /// as the API does: `output_item.added`, `function_call_arguments.done`, `output_item.done`.
+    fn call_function(&mut self, response_id: &str, output_index: u32, name: &str, arguments: &str) {
         let item_id = self.new_item_id();
         let call_id = format!("call_{}", item_id.trim_start_matches("item_"));
-        let arguments = r#"{"reason":"the caller said goodbye"}"#;
         let item = json!({"id": item_id, "type": "function_call", "status": "completed",
-            "name": "end_call", "call_id": call_id, "arguments": arguments});
+            "name": name, "call_id": call_id, "arguments": arguments});
         self.emit_json(
             json!({"type": "response.output_item.added", "response_id": response_id,
-            "output_index": 1, "item": item}),
+            "output_index": output_index, "item": item}),
         );
         self.emit(&ServerEvent::FunctionCallArgumentsDone {
             response_id: Cow::Borrowed(response_id),
             item_id: Cow::Borrowed(&item_id),
-            output_index: 1,
+            output_index,
             call_id: Cow::Borrowed(&call_id),
-            name: Cow::Borrowed("end_call"),
+            name: Cow::Borrowed(name),
             arguments: Cow::Borrowed(arguments),
         });
+        self.emit_json(
+            json!({"type": "response.output_item.done", "response_id": response_id,
+            "output_index": output_index, "item": item}),
+        );
+    }
+
+    /// An MCP tool call the API ran itself (a scripted name `server.tool`), as output 1 of
+    /// `response_id`: `response.mcp_call.in_progress`, `.completed` and the `mcp_call` item
+    /// with a placeholder output.
+    fn call_mcp(&mut self, response_id: &str, server: &str, tool: &str, arguments: &str) {
+        let item_id = self.new_item_id();
+        self.emit_json(
+            json!({"type": "response.mcp_call.in_progress", "item_id": item_id, "output_index": 1}),
+        );
+        self.emit_json(
+            json!({"type": "response.mcp_call.completed", "item_id": item_id, "output_index": 1}),
+        );
+        let item = json!({"id": item_id, "type": "mcp_call", "server_label": server, "name": tool,
+            "arguments": arguments, "output": format!("{{\"ran\":\"{tool}\"}}")});
         self.emit_json(
             json!({"type": "response.output_item.done", "response_id": response_id,
             "output_index": 1, "item": item}),

@@ -57,6 +57,10 @@ pub(crate) struct Conn {
     pub(super) closing: bool,
     /// Call `end_call` in the reply to this caller utterance (1-based), if declared.
     pub(crate) end_call_after: Option<u32>,
+    /// Function calls scripted per caller utterance ([`super::FakeOptions::tool_calls`]).
+    pub(crate) tool_calls: Vec<super::ScriptedCall>,
+    /// The output of the last `function_call_output` item, for the next response.
+    pub(super) tool_output: Option<String>,
     /// Caller utterances committed so far.
     pub(super) utterances: u32,
     /// When the session reaches its maximum duration ([`super::FakeOptions::expire_after`]).
@@ -105,6 +109,8 @@ impl Conn {
             out: Vec::new(),
             closing: false,
             end_call_after: None,
+            tool_calls: Vec::new(),
+            tool_output: None,
             utterances: 0,
             expires_at: None,
             idle_at: None,

@@ -76,6 +76,11 @@ impl Conn {
                     if settings.create_response && realtime && self.response.is_none() {
                         if let Some((audio, transcript)) = self.utterance.clone() {
                             self.start_response(audio, format!("You said: {transcript}"), now);
+                            let scripted =
+                                self.tool_calls.get(self.utterances as usize - 1).cloned();
+                            if let Some(r) = self.response.as_mut() {
+                                r.tool_call = scripted;
+                            }
                             if self.end_call_after == Some(self.utterances)
                                 && self.declares_end_call()
                             {

@@ -156,6 +156,61 @@ pub enum ServerEvent<'a> {
         #[serde(borrow)]
         arguments: Cow<'a, str>,
     },
+    /// An output item of a response is complete: a `function_call` (the model's call, with its
+    /// final arguments), an `mcp_call` (run by the API, with its output or error), a message, …
+    #[serde(rename = "response.output_item.done")]
+    OutputItemDone {
+        #[serde(default, borrow)]
+        response_id: Cow<'a, str>,
+        #[serde(default)]
+        output_index: u32,
+        item: OutputItem,
+    },
+    /// An item is complete in the conversation; MCP tool lists (`mcp_list_tools`) arrive this way.
+    #[serde(rename = "conversation.item.done")]
+    ConversationItemDone { item: OutputItem },
+    /// The API started listing an MCP server's tools (`mcp_list_tools_in_progress.py`).
+    #[serde(rename = "mcp_list_tools.in_progress")]
+    McpListToolsInProgress {
+        #[serde(borrow)]
+        item_id: Cow<'a, str>,
+    },
+    /// An MCP server's tools are listed (`mcp_list_tools_completed.py`).
+    #[serde(rename = "mcp_list_tools.completed")]
+    McpListToolsCompleted {
+        #[serde(borrow)]
+        item_id: Cow<'a, str>,
+    },
+    /// Listing an MCP server's tools failed: the model cannot use them (`mcp_list_tools_failed.py`).
+    #[serde(rename = "mcp_list_tools.failed")]
+    McpListToolsFailed {
+        #[serde(borrow)]
+        item_id: Cow<'a, str>,
+    },
+    /// The API is calling an MCP tool (`response_mcp_call_in_progress.py`).
+    #[serde(rename = "response.mcp_call.in_progress")]
+    McpCallInProgress {
+        #[serde(borrow)]
+        item_id: Cow<'a, str>,
+        #[serde(default)]
+        output_index: u32,
+    },
+    /// An MCP tool call succeeded; its output is on the `mcp_call` item.
+    #[serde(rename = "response.mcp_call.completed")]
+    McpCallCompleted {
+        #[serde(borrow)]
+        item_id: Cow<'a, str>,
+        #[serde(default)]
+        output_index: u32,
+    },
+    /// An MCP tool call failed; its error is on the `mcp_call` item.
+    #[serde(rename = "response.mcp_call.failed")]
+    McpCallFailed {
+        #[serde(borrow)]
+        item_id: Cow<'a, str>,
+        #[serde(default)]
+        output_index: u32,
+    },
     /// The response finished: `completed`, `cancelled`, `failed` or `incomplete`.
     #[serde(rename = "response.done")]
     ResponseDone { response: ResponseInfo },
@@ -174,6 +229,57 @@ pub enum ServerEvent<'a> {
     /// Every other type (`rate_limits.updated`, `conversation.item.added`, …): ignored.
     #[serde(other)]
     Other,
+}
+
+/// A conversation item as `response.output_item.done` / `conversation.item.done` carry it, for
+/// the types the relay reads (openai-python 3.51 `types/realtime/`:
+/// `realtime_conversation_item_function_call.py`, `realtime_mcp_tool_call.py`,
+/// `realtime_mcp_list_tools.py`); every other type is [`OutputItem::Other`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutputItem {
+    /// The model calls a function tool; `arguments` is a JSON string.
+    FunctionCall {
+        #[serde(default)]
+        call_id: String,
+        name: String,
+        #[serde(default)]
+        arguments: String,
+        /// `completed`, `incomplete` or `in_progress`.
+        #[serde(default)]
+        status: Option<String>,
+    },
+    /// A call the API made to an MCP server's tool.
+    McpCall {
+        #[serde(default)]
+        id: String,
+        server_label: String,
+        name: String,
+        #[serde(default)]
+        arguments: String,
+        #[serde(default)]
+        output: Option<String>,
+        /// `{"type": "protocol_error"|"tool_execution_error"|"http_error", …}`.
+        #[serde(default)]
+        error: Option<serde_json::Value>,
+    },
+    /// The tools an MCP server offers.
+    McpListTools {
+        #[serde(default)]
+        id: Option<String>,
+        server_label: String,
+        #[serde(default)]
+        tools: Vec<McpToolInfo>,
+    },
+    /// Messages, function call outputs, approval requests, …
+    #[serde(other)]
+    Other,
+}
+
+/// One tool of an `mcp_list_tools` item (only its name is read).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct McpToolInfo {
+    pub name: String,
 }
 
 /// Hot-path view of any server event: its `type` and, for audio deltas, `item_id` and `delta`.
@@ -253,6 +359,15 @@ mod tests {
             r#"{"type":"response.output_audio_transcript.done","response_id":"resp_1","item_id":"item_3","output_index":0,"content_index":0,"transcript":"Hi there"}"#,
             r#"{"type":"response.function_call_arguments.done","response_id":"resp_1","item_id":"item_4","output_index":0,"call_id":"call_1","name":"end_call","arguments":"{}"}"#,
             r#"{"type":"response.done","response":{"id":"resp_1","status":"completed"}}"#,
+            r#"{"type":"response.output_item.done","response_id":"resp_1","output_index":1,"item":{"id":"item_5","type":"function_call","status":"completed","name":"lookup_order","call_id":"call_5","arguments":"{}"}}"#,
+            r#"{"type":"response.output_item.done","response_id":"resp_1","output_index":0,"item":{"id":"item_6","type":"mcp_call","server_label":"crm","name":"find_customer","arguments":"{}","output":"found"}}"#,
+            r#"{"type":"conversation.item.done","item":{"id":"item_7","type":"mcp_list_tools","server_label":"crm","tools":[{"name":"find_customer","input_schema":{}}]}}"#,
+            r#"{"type":"mcp_list_tools.in_progress","item_id":"item_7"}"#,
+            r#"{"type":"mcp_list_tools.completed","item_id":"item_7"}"#,
+            r#"{"type":"mcp_list_tools.failed","item_id":"item_7"}"#,
+            r#"{"type":"response.mcp_call.in_progress","item_id":"item_6","output_index":0}"#,
+            r#"{"type":"response.mcp_call.completed","item_id":"item_6","output_index":0}"#,
+            r#"{"type":"response.mcp_call.failed","item_id":"item_6","output_index":0}"#,
             r#"{"type":"error","error":{"type":"invalid_request_error","code":"bad","message":"no","param":null,"event_id":"e9"}}"#,
         ];
         for sample in samples {

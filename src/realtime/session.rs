@@ -128,16 +128,87 @@ pub enum TurnDetection {
     },
 }
 
-/// A function tool the model may call.
+/// One entry of `session.tools`, tagged by `type` (openai-python 3.51
+/// `types/realtime/realtime_tools_config_union_param.py`: a function tool or an MCP server).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Tool {
-    /// Always `function`.
-    #[serde(rename = "type")]
-    pub kind: String,
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Tool {
+    /// `{"type":"function","name","description","parameters"}`: the relay runs it.
+    Function(FunctionTool),
+    /// `{"type":"mcp","server_label",…}`: the API calls the MCP server itself.
+    Mcp(McpTool),
+}
+
+/// A function tool the model may call (`realtime_function_tool_param.py`); the relay answers
+/// with a `function_call_output`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionTool {
+    /// `^[A-Za-z0-9_-]{1,64}$`.
     pub name: String,
+    /// When and how to call it, and what to tell the caller meanwhile.
     pub description: String,
-    /// JSON Schema of the arguments.
+    /// JSON Schema (an object schema) of the arguments.
     pub parameters: serde_json::Value,
+}
+
+/// A remote MCP server the API calls on the model's behalf (`realtime_tools_config_union_param.py`,
+/// class `Mcp`). Exactly one of `server_url`, `connector_id`, `tunnel_id` is set. `Debug` hides
+/// `headers` and `authorization`, which carry credentials.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct McpTool {
+    /// Names the server in MCP call items (`mcp_call.server_label`).
+    pub server_label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_id: Option<String>,
+    /// HTTP headers the API sends to the server (authentication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// `["tool", …]` or `{"read_only": bool, "tool_names": [...]}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_tools: Option<serde_json::Value>,
+    /// `"always"`, `"never"` or `{"always": filter, "never": filter}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_approval: Option<serde_json::Value>,
+    /// An OAuth access token for the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_description: Option<String>,
+}
+
+impl std::fmt::Debug for McpTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names =
+            |h: &std::collections::BTreeMap<String, String>| h.keys().cloned().collect::<Vec<_>>();
+        f.debug_struct("McpTool")
+            .field("server_label", &self.server_label)
+            .field("server_url", &self.server_url)
+            .field("connector_id", &self.connector_id)
+            .field("tunnel_id", &self.tunnel_id)
+            .field("headers", &self.headers.as_ref().map(names))
+            .field("allowed_tools", &self.allowed_tools)
+            .field("require_approval", &self.require_approval)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "[redacted]"),
+            )
+            .field("server_description", &self.server_description)
+            .finish()
+    }
+}
+
+impl Tool {
+    /// The function's name or the MCP server's label.
+    pub fn name(&self) -> &str {
+        match self {
+            Tool::Function(f) => &f.name,
+            Tool::Mcp(m) => &m.server_label,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -154,6 +225,17 @@ mod tests {
           "reasoning":{"effort":"low"}});
         let session: Session = serde_json::from_value(sample.clone()).unwrap();
         assert_eq!(serde_json::to_value(&session).unwrap(), sample);
+    }
+
+    #[test]
+    fn mcp_entries_round_trip_in_the_sdk_shape_and_hide_their_credentials() {
+        let sample = serde_json::json!({"type": "mcp", "server_label": "crm",
+            "server_url": "https://mcp.example.com/mcp", "headers": {"Authorization": "Bearer tok-secret"},
+            "allowed_tools": ["find_customer"], "require_approval": "never"});
+        let tool: Tool = serde_json::from_value(sample.clone()).unwrap();
+        assert_eq!(tool.name(), "crm");
+        assert_eq!(serde_json::to_value(&tool).unwrap(), sample);
+        assert!(!format!("{tool:?}").contains("tok-secret"));
     }
 
     #[test]

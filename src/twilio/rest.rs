@@ -227,6 +227,28 @@ impl TwilioRest {
         self.set_status(call_sid, "completed").await
     }
 
+    /// Give a live call new instructions: `POST /2010-04-01/Accounts/{AC}/Calls/{CA}.json` with
+    /// `Twiml=…` (at most 4 000 characters). Twilio stops what the call is doing (our
+    /// `<Connect><Stream>`, whose socket it closes) and runs `twiml`, e.g. a `<Dial>` to transfer
+    /// the caller. A call that does not exist is 404 20404, see [`TwilioError::is_not_found`].
+    pub async fn update_twiml(
+        &self,
+        call_sid: &str,
+        twiml: &str,
+    ) -> Result<CallResource, TwilioError> {
+        if !is_sid(call_sid) {
+            return Err(TwilioError::Api {
+                http_status: 404,
+                code: Some(20404),
+                message: "not a call SID (expected CA + hex digits)".into(),
+                more_info: None,
+            });
+        }
+        let url = self.account_url(&format!("Calls/{call_sid}.json"));
+        let form = [("Twiml", twiml)];
+        self.send(self.http.post(url).form(&form), "call").await
+    }
+
     /// `POST …/Calls/{CA}.json` with `Status=status`.
     async fn set_status(&self, call_sid: &str, status: &str) -> Result<CallResource, TwilioError> {
         if !is_sid(call_sid) {

@@ -94,6 +94,25 @@ pub fn reject_busy() -> String {
     format!(r#"{HEADER}<Response><Reject reason="busy"/></Response>"#)
 }
 
+/// `<Response><Dial callerId="…">target</Dial></Response>`: hand the call to a number, or with
+/// `<Sip>` to a `sip:`/`sips:` URI (twilio.com/docs/voice/twiml/dial). `caller_id` (E.164) is shown
+/// to the person called; without it Twilio uses its default. Sent inline as a call update's
+/// `Twiml`, so no XML declaration.
+pub fn dial(target: &str, caller_id: Option<&str>) -> String {
+    let lower = target.to_ascii_lowercase();
+    let sip = lower.starts_with("sip:") || lower.starts_with("sips:");
+    let mut xml = String::from("<Response><Dial");
+    if let Some(id) = caller_id {
+        let _ = write!(xml, r#" callerId="{}""#, escape(id));
+    }
+    if sip {
+        let _ = write!(xml, "><Sip>{}</Sip></Dial></Response>", escape(target));
+    } else {
+        let _ = write!(xml, ">{}</Dial></Response>", escape(target));
+    }
+    xml
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +136,18 @@ mod tests {
         assert_eq!(escape("é\u{10000}\u{FFFD}"), "é\u{10000}\u{FFFD}");
         let long = format!("\u{0}{}", "x".repeat(600));
         assert_eq!(parameter_value(&long), "x".repeat(500));
+    }
+
+    #[test]
+    fn a_transfer_dials_a_number_or_a_sip_uri_keeping_the_caller_id() {
+        assert_eq!(
+            dial("+15551230001", Some("+15550001111")),
+            r#"<Response><Dial callerId="+15550001111">+15551230001</Dial></Response>"#
+        );
+        assert_eq!(
+            dial("sip:help@example.com", None),
+            "<Response><Dial><Sip>sip:help@example.com</Sip></Dial></Response>"
+        );
     }
 
     #[test]

@@ -289,7 +289,15 @@ async fn the_assistant_hangs_up_through_twilio_after_its_goodbye_has_played() {
     assert_eq!(hangup.form_values("Status"), ["completed"]);
     let t = app.transcript(&report.call_sid);
     assert_eq!(t["end_reason"], "assistant_hung_up");
-    assert_eq!(t["turns"].as_array().unwrap().len(), 2, "{t:#}");
+    let roles: Vec<&str> = t["turns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|turn| turn["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["caller", "assistant", "tool"], "{t:#}");
+    assert_eq!(t["turns"][2]["name"], "end_call");
+    assert_eq!(t["turns"][2]["output"], serde_json::json!({"ok": true}));
     app.shutdown().await;
 }
 

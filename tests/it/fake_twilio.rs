@@ -1,6 +1,7 @@
 //! A recording fake of the parts of Twilio's REST API the relay uses, served on 127.0.0.1:0.
 //!
-//! It checks basic auth against one (user, password) pair, places and hangs up calls, pages through
+//! It checks basic auth against one (user, password) pair, places, redirects (`Twiml`) and hangs up
+//! calls, pages through
 //! a list of numbers, answers in Twilio's JSON shapes (errors included), can be scripted to answer
 //! the next request(s) with anything, and records every request so tests can assert what was sent.
 
@@ -204,6 +205,19 @@ impl FakeTwilio {
         self.shared.lock().calls.clone()
     }
 
+    /// Know a call Twilio did not place through the REST API (an inbound call), `in-progress`.
+    #[allow(dead_code)]
+    pub fn add_inbound_call(&self, call_sid: &str, from: &str, to: &str) {
+        self.shared.lock().calls.push(FakeCall {
+            sid: call_sid.into(),
+            to: to.into(),
+            from: from.into(),
+            twiml: None,
+            url: None,
+            status: "in-progress".into(),
+        });
+    }
+
     /// Move a placed call to `status` (`ringing`, `in-progress`, …), as the callee's phone would.
     pub fn set_call_status(&self, call_sid: &str, status: &str) {
         let mut inner = self.shared.lock();
@@ -387,6 +401,16 @@ fn create_call(shared: &Shared, form: &[(String, String)]) -> Response {
 }
 
 fn update_call(shared: &Shared, call_sid: &str, form: &[(String, String)], path: &str) -> Response {
+    if let Some(twiml) = field(form, "Twiml") {
+        // New instructions for a live call (a transfer): Twilio runs them at once.
+        let mut inner = shared.lock();
+        let Some(call) = inner.calls.iter_mut().find(|c| c.sid == call_sid) else {
+            return not_found(path);
+        };
+        call.twiml = Some(twiml.to_string());
+        let body = call_json(&shared.account_sid, call);
+        return (StatusCode::OK, Json(body)).into_response();
+    }
     let status = match field(form, "Status") {
         Some(s @ ("completed" | "canceled")) => s,
         _ => {

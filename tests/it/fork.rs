@@ -150,7 +150,7 @@ fn interims_precede_finals(events: &[CallEvent]) {
                 CallEvent::Interim { speaker: s, .. } | CallEvent::Final { speaker: s, .. } => {
                     *s == speaker
                 }
-                CallEvent::Ended { .. } => false,
+                _ => false,
             })
             .map(CallEvent::name)
             .collect();

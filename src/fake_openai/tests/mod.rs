@@ -168,3 +168,17 @@ impl Client {
         event
     }
 }
+
+#[test]
+fn scripted_tool_calls_parse_from_the_command_line_as_given() {
+    let call = super::parse_tool_call(r#"lookup_order={"order_id": 427}"#).unwrap();
+    assert_eq!(call.name, "lookup_order");
+    assert_eq!(
+        call.arguments, r#"{"order_id": 427}"#,
+        "kept as given, even invalid"
+    );
+    let eq = super::parse_tool_call("f=a=b").unwrap();
+    assert_eq!((eq.name.as_str(), eq.arguments.as_str()), ("f", "a=b"));
+    assert!(super::parse_tool_call("no_arguments").is_err());
+    assert!(super::parse_tool_call("={}").is_err());
+}
