@@ -302,6 +302,7 @@ async fn the_demo_still_works_once_twilio_auth_token_is_set() {
         audio: Vec::new(),
         interrupt_after_ms: None,
         out: dir.path().join("demo-reply.wav"),
+        tools: false,
     };
     twilio_realtime_relay::demo::run(args)
         .await
