@@ -31,11 +31,17 @@ pub enum ErrorKind {
     Storage,
     /// A transcription backend failed.
     Transcription,
+    /// An HTTP client too slow with its request: no complete head within `HTTP_HEADER_TIMEOUT_MS`
+    /// (connection closed) or no complete body within `HTTP_BODY_TIMEOUT_MS` (408).
+    HttpTimeout,
+    /// An HTTP connection closed to stay under `MAX_HTTP_CONNECTIONS`: an idle one closed to make
+    /// room, or a newcomer closed because every connection was in a request.
+    HttpOverload,
 }
 
 impl ErrorKind {
     /// Every kind: each is exported as 0 from start-up, so alerts can be written before the first error.
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::TwilioMessage,
         ErrorKind::UpstreamEvent,
         ErrorKind::UpstreamConnect,
@@ -47,6 +53,8 @@ impl ErrorKind {
         ErrorKind::TwilioRest,
         ErrorKind::Storage,
         ErrorKind::Transcription,
+        ErrorKind::HttpTimeout,
+        ErrorKind::HttpOverload,
     ];
 
     /// The `kind` label.
@@ -63,6 +71,8 @@ impl ErrorKind {
             ErrorKind::TwilioRest => "twilio_rest",
             ErrorKind::Storage => "storage",
             ErrorKind::Transcription => "transcription",
+            ErrorKind::HttpTimeout => "http_timeout",
+            ErrorKind::HttpOverload => "http_overload",
         }
     }
 }
@@ -153,6 +163,14 @@ impl Stats {
     /// A caller frame dropped because upstream did not keep up.
     pub fn frame_dropped(&self) {
         self.0.metrics.frames_dropped.inc();
+    }
+
+    /// `n` HTTP connections are open now (upgraded WebSocket calls not counted).
+    pub fn http_connections(&self, n: usize) {
+        self.0
+            .metrics
+            .http_connections
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// A barge-in.
