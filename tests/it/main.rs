@@ -10,6 +10,7 @@ mod fork;
 mod fork_end;
 mod hostile;
 mod http;
+mod http_limits;
 mod limits;
 mod long_calls;
 mod reconnect;
