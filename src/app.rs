@@ -1,13 +1,12 @@
 //! Application state, the one router and the one serve function (used by `main`, `demo` and tests).
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::middleware;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +23,7 @@ use crate::config::Config;
 use crate::events::EventHub;
 use crate::records::CallStore;
 use crate::routes;
+use crate::server::{self, HttpLimits};
 use crate::stats::Stats;
 use crate::twilio::rest::{TwilioAuth, TwilioRest};
 use crate::{transcribe, transcript, verify};
@@ -150,23 +150,26 @@ pub fn build_router(state: AppState) -> Router {
 }
 
 /// Serve on an already-bound `listener` until `shutdown` resolves, then stop accepting, end the
-/// calls in progress and wait for their tasks (transcripts written) before returning.
+/// calls in progress and wait for their tasks (transcripts written) before returning. HTTP
+/// requests are under `HTTP_*` timeouts and `MAX_HTTP_CONNECTIONS` (see [`server`]); upgraded
+/// calls are not.
+///
+/// # Errors
+/// Only if the HTTP server's task panicked.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = listener.tap_io(|tcp| {
-        // Audio frames are small and latency-bound: never wait to coalesce them.
-        let _ = tcp.set_nodelay(true);
-    });
     let app = build_router(state.clone());
     let stop_http = CancellationToken::new();
-    let http = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop_http.clone().cancelled_owned())
-            .into_future(),
-    );
+    let http = tokio::spawn(server::serve_http(
+        listener,
+        app,
+        HttpLimits::from_config(&state.config),
+        state.stats.clone(),
+        stop_http.clone(),
+    ));
     shutdown.await;
     // Drain: keep answering HTTP (webhooks hear the fallback, upgrades get 503) while the calls
     // in progress finish, up to the grace period; then end the rest cleanly.
@@ -190,7 +193,7 @@ pub async fn serve(
         state.calls.wait().await;
     }
     stop_http.cancel();
-    http.await.map_err(std::io::Error::other)??;
+    http.await.map_err(std::io::Error::other)?;
     Ok(())
 }
 
@@ -241,6 +244,7 @@ pub async fn run_server(config: Config) -> anyhow::Result<()> {
     if config.api_token.is_none() {
         info!("API_TOKEN is not set: /api is disabled");
     }
+    server::check_descriptor_limit(&config);
     tokio::fs::create_dir_all(&config.transcript_dir)
         .await
         .with_context(|| {

@@ -199,6 +199,22 @@ pub struct Config {
     /// frame every 20 ms): the call ends with `twilio_timeout`.
     #[arg(long, env = "STREAM_IDLE_TIMEOUT_SECS", default_value_t = 10)]
     pub stream_idle_timeout_secs: u64,
+    /// Longest wait for an HTTP request's head (request line and headers), ms: from the accept,
+    /// or from the first byte of a later request on a kept-alive connection. Then the connection
+    /// is closed without an answer.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_header_timeout_ms: u64,
+    /// Longest time from an HTTP request's head to the end of its body, ms. Then the request is
+    /// answered 408 and the connection closed.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_body_timeout_ms: u64,
+    /// Longest wait for the next request on a kept-alive HTTP connection, seconds.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub http_idle_timeout_secs: u64,
+    /// HTTP connections open at once; the top eighth is a reserve (see the README's Security
+    /// section). Upgraded WebSocket calls are not counted: MAX_CONCURRENT_CALLS caps them.
+    #[arg(long, env = "MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
+    pub max_http_connections: usize,
     /// On SIGTERM, how long calls in progress may continue before they are ended, seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 25)]
     pub shutdown_grace_secs: u64,
@@ -421,6 +437,7 @@ impl Config {
                 reason: "must be at least 1".into(),
             });
         }
+        self.validate_http()?;
         self.transcribe = self.transcribe.validate()?;
         if self.vad_silence_duration_ms == 0 {
             return Err(ConfigError {
@@ -501,6 +518,50 @@ impl Config {
                 variable: "DTMF_GAP_MS",
                 reason: "must be between 100 and 10000 ms".into(),
             });
+        }
+        Ok(())
+    }
+
+    /// The HTTP server's timeouts and connection cap, each within a range that keeps the server
+    /// both reachable and protected.
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        let checks: [(&'static str, u64, std::ops::RangeInclusive<u64>, &str); 4] = [
+            (
+                "HTTP_HEADER_TIMEOUT_MS",
+                self.http_header_timeout_ms,
+                100..=300_000,
+                "ms",
+            ),
+            (
+                "HTTP_BODY_TIMEOUT_MS",
+                self.http_body_timeout_ms,
+                100..=300_000,
+                "ms",
+            ),
+            (
+                "HTTP_IDLE_TIMEOUT_SECS",
+                self.http_idle_timeout_secs,
+                1..=3600,
+                "seconds",
+            ),
+            (
+                "MAX_HTTP_CONNECTIONS",
+                u64::try_from(self.max_http_connections).unwrap_or(u64::MAX),
+                8..=1_000_000,
+                "connections",
+            ),
+        ];
+        for (variable, value, range, unit) in checks {
+            if !range.contains(&value) {
+                return Err(ConfigError {
+                    variable,
+                    reason: format!(
+                        "must be between {} and {} {unit} (got {value})",
+                        range.start(),
+                        range.end()
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -654,6 +715,30 @@ mod tests {
         assert_eq!(c.vad_threshold, 0.5);
         assert_eq!(c.transcription_model, "gpt-4o-mini-transcribe");
         assert!(c.openai_api_key.is_none());
+        assert_eq!(c.http_header_timeout_ms, 10_000);
+        assert_eq!(c.http_body_timeout_ms, 10_000);
+        assert_eq!(c.http_idle_timeout_secs, 60);
+        assert_eq!(c.max_http_connections, 1024);
+    }
+
+    #[test]
+    fn http_timeouts_and_the_connection_cap_are_range_checked() {
+        type Case = (&'static str, fn(&mut Config));
+        let cases: [Case; 5] = [
+            ("HTTP_HEADER_TIMEOUT_MS", |c| c.http_header_timeout_ms = 0),
+            ("HTTP_BODY_TIMEOUT_MS", |c| c.http_body_timeout_ms = 99),
+            ("HTTP_IDLE_TIMEOUT_SECS", |c| c.http_idle_timeout_secs = 0),
+            ("MAX_HTTP_CONNECTIONS", |c| c.max_http_connections = 7),
+            ("HTTP_HEADER_TIMEOUT_MS", |c| {
+                c.http_header_timeout_ms = 300_001
+            }),
+        ];
+        for (variable, set) in cases {
+            let mut config = Config::default();
+            set(&mut config);
+            let err = config.validate().unwrap_err();
+            assert_eq!(err.variable, variable, "{err}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`active`]: calls in progress by CallSid and per-call settings of outbound calls.
 //! - [`api`]: the HTTP API under `/api` (bearer token) and Twilio's status callback.
 //! - [`app`]: `AppState`, the one `build_router` and the one `serve` used by `main` and tests.
+//! - [`server`]: accepting and serving HTTP connections: timeouts, the connection cap and its reserve.
 //! - [`routes`]: HTTP handlers: `/incoming-call` TwiML, `/health`, `/metrics`, the `/media-stream` upgrade.
 //! - [`stats`]: process-wide counters behind `/health` and `/metrics`.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
@@ -51,6 +52,7 @@ pub mod metrics;
 pub mod realtime;
 pub mod records;
 pub mod routes;
+pub mod server;
 pub mod sim;
 pub mod stats;
 pub mod telemetry;

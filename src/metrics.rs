@@ -62,6 +62,8 @@ pub struct Metrics {
     pub calls_active: Gauge,
     pub calls: Counter,
     pub calls_rejected: Counter,
+    /// HTTP connections open (upgraded WebSocket calls are in `calls_active` instead).
+    pub http_connections: Gauge,
     pub frames: Family<Direction, Counter>,
     pub bytes: Family<Direction, Counter>,
     /// The per-frame series, resolved once: a `Family` lookup takes a lock shared by every call,
@@ -162,6 +164,7 @@ impl Default for Metrics {
             calls_active: Gauge::default(),
             calls: Counter::default(),
             calls_rejected: Counter::default(),
+            http_connections: Gauge::default(),
             frames: Family::default(),
             bytes: Family::default(),
             frames_to_openai: Counter::default(),
@@ -193,6 +196,11 @@ impl Default for Metrics {
             "calls_rejected",
             "Calls turned away: busy, shutting down or unsigned",
             m.calls_rejected.clone(),
+        );
+        registry.register(
+            "http_connections",
+            "HTTP connections open (upgraded calls not counted), at most MAX_HTTP_CONNECTIONS",
+            m.http_connections.clone(),
         );
         registry.register("frames", "Audio messages relayed", m.frames.clone());
         registry.register("bytes", "μ-law audio bytes relayed", m.bytes.clone());

@@ -33,11 +33,17 @@ pub enum ErrorKind {
     Storage,
     /// A transcription backend failed.
     Transcription,
+    /// An HTTP client too slow with its request: no complete head within `HTTP_HEADER_TIMEOUT_MS`
+    /// (connection closed) or no complete body within `HTTP_BODY_TIMEOUT_MS` (408).
+    HttpTimeout,
+    /// An HTTP connection closed to stay under `MAX_HTTP_CONNECTIONS`: an idle one closed to make
+    /// room, or a newcomer closed because every connection was in a request.
+    HttpOverload,
 }
 
 impl ErrorKind {
     /// Every kind: each is exported as 0 from start-up, so alerts can be written before the first error.
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::TwilioMessage,
         ErrorKind::TwilioTimeout,
         ErrorKind::UpstreamEvent,
@@ -50,6 +56,8 @@ impl ErrorKind {
         ErrorKind::TwilioRest,
         ErrorKind::Storage,
         ErrorKind::Transcription,
+        ErrorKind::HttpTimeout,
+        ErrorKind::HttpOverload,
     ];
 
     /// The `kind` label.
@@ -67,6 +75,8 @@ impl ErrorKind {
             ErrorKind::TwilioRest => "twilio_rest",
             ErrorKind::Storage => "storage",
             ErrorKind::Transcription => "transcription",
+            ErrorKind::HttpTimeout => "http_timeout",
+            ErrorKind::HttpOverload => "http_overload",
         }
     }
 }
@@ -162,6 +172,14 @@ impl Stats {
     /// Caller frames sent again to a new session after an expiry mid-turn.
     pub fn frames_replayed(&self, frames: usize) {
         self.0.metrics.frames_replayed.inc_by(frames as u64);
+    }
+
+    /// `n` HTTP connections are open now (upgraded WebSocket calls not counted).
+    pub fn http_connections(&self, n: usize) {
+        self.0
+            .metrics
+            .http_connections
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// A barge-in.

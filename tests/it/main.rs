@@ -11,6 +11,7 @@ mod fork;
 mod fork_end;
 mod hostile;
 mod http;
+mod http_limits;
 mod limits;
 mod logs;
 mod long_calls;
