@@ -1,5 +1,6 @@
-//! SIGTERM against the real binary: new calls are turned away while calls in progress get the
-//! grace period, then every call is ended cleanly, every transcript written, and the exit is 0.
+//! The real binary: SIGTERM (new calls are turned away while calls in progress get the grace
+//! period, then every call is ended cleanly, every transcript written, and the exit is 0),
+//! start-up warnings, and real calls going through hostile load with memory coming back.
 //!
 //! Each test runs `twilio-realtime-relay serve` on `127.0.0.1:0` (the address is read from its
 //! JSON log on stderr) against the Realtime stand-in, and drives it like Twilio would.
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -376,4 +378,135 @@ async fn a_model_announced_for_shutdown_is_named_at_start_up_and_in_health() {
         .await
         .unwrap()
         .success());
+}
+
+/// RSS of `pid`, KiB (`VmRSS` in `/proc/{pid}/status`).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Wait (at most `within`) until the server closes `tcp` (EOF or reset); false if it stays open.
+async fn closed_by_server(tcp: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// One round of hostile load against `relay` while `calls` real simulated calls run: `sockets`
+/// Media Streams that never send `start` and `slow` HTTP clients that never finish their
+/// headers. Asserts every call completes with its audio and every hostile connection is closed
+/// by the server within its timeout (plus `slack`).
+async fn hostile_round(relay: &Relay, calls: usize, sockets: usize, slow: usize, slack: Duration) {
+    let addr = relay.addr;
+    let hostile_ws = (0..sockets).map(|_| async move {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/media-stream"))
+            .await
+            .expect("upgrade");
+        let opened = Instant::now();
+        let closed = tokio::time::timeout(START_TIMEOUT + slack, async {
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_close() {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a socket that never started stayed open");
+        opened.elapsed()
+    });
+    let hostile_http = (0..slow).map(|_| async move {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(b"GET /health HTTP/1.1\r\nHost: relay\r\nX-Slow: ")
+            .await
+            .expect("write");
+        let opened = Instant::now();
+        assert!(
+            closed_by_server(&mut tcp, HEADER_TIMEOUT + slack).await,
+            "a client sending its headers slowly stayed connected"
+        );
+        opened.elapsed()
+    });
+    let genuine = (0..calls).map(|_| {
+        let opts = relay.call(vec![clip("caller-hello.wav")]);
+        async move { sim::run(opts).await.expect("a genuine call connects") }
+    });
+    let (ws_times, http_times, reports) = tokio::join!(
+        futures_util::future::join_all(hostile_ws),
+        futures_util::future::join_all(hostile_http),
+        futures_util::future::join_all(genuine),
+    );
+    for report in &reports {
+        assert!(
+            !report.heard.is_empty(),
+            "a genuine call was answered: {}",
+            report.summary()
+        );
+        assert_eq!(report.reply_timeouts, 0, "{}", report.summary());
+        assert!(!report.closed_by_server, "{}", report.summary());
+    }
+    let slowest = |times: &[Duration]| times.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "hostile round: {calls} calls answered; {sockets} silent sockets closed after at most {:?}, {slow} slow clients after at most {:?}",
+        slowest(&ws_times),
+        slowest(&http_times)
+    );
+}
+
+/// `/health`'s active calls, once it answers.
+async fn active_calls(addr: SocketAddr) -> u64 {
+    let (status, body) = get(addr, "/health").await;
+    assert_eq!(status, 200, "{body}");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    health["connections"]["active"].as_u64().unwrap()
+}
+
+const START_TIMEOUT: Duration = Duration::from_secs(2);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_calls_go_through_hostile_load_and_memory_comes_back() {
+    let fake = FakeOpenAi::spawn(FakeOptions::default()).await.unwrap();
+    let relay = Relay::start_with(
+        &fake,
+        1,
+        &[
+            ("STREAM_START_TIMEOUT_SECS", "2"),
+            ("HTTP_HEADER_TIMEOUT_MS", "2000"),
+            ("HTTP_BODY_TIMEOUT_MS", "2000"),
+            ("MAX_CONCURRENT_CALLS", "600"),
+        ],
+    )
+    .await;
+    let slack = Duration::from_secs(3);
+    let mut rss = Vec::new();
+    for _ in 0..5 {
+        hostile_round(&relay, 20, 500, 500, slack).await;
+        rss.push(rss_kib(relay.pid));
+    }
+    eprintln!("RSS after each round, KiB: {rss:?}");
+    assert_eq!(
+        active_calls(relay.addr).await,
+        0,
+        "every slot was given back"
+    );
+    // The first rounds grow the allocator's arenas and the runtime's buffers to this load once;
+    // after that, rounds of the same load must not keep adding memory.
+    let (warm, after) = (rss[1], rss[4]);
+    assert!(
+        after * 10 <= warm * 11,
+        "RSS grew from {warm} KiB to {after} KiB across three rounds of hostile load"
+    );
 }
