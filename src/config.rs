@@ -574,7 +574,15 @@ impl Config {
 
     /// Whether requests from Twilio must carry a valid `X-Twilio-Signature`.
     pub fn validates_signatures(&self) -> bool {
-        self.twilio_validate_signature && self.twilio_auth_token.is_some()
+        self.signing_key().is_some()
+    }
+
+    /// The key of every check Twilio's requests must pass (`X-Twilio-Signature`, stream
+    /// tokens): the auth token, when signatures are checked.
+    pub fn signing_key(&self) -> Option<&Secret> {
+        self.twilio_auth_token
+            .as_ref()
+            .filter(|_| self.twilio_validate_signature)
     }
 
     /// Whether calls can reach the assistant.
@@ -816,6 +824,41 @@ mod tests {
                 assert!(names.contains(&env), "{env} is missing from .env.example");
             }
         }
+    }
+
+    #[test]
+    fn long_call_options_out_of_range_name_their_variable() {
+        let check = |tweak: fn(&mut Config)| {
+            let mut c = Config::default();
+            tweak(&mut c);
+            c.validate().map(|_| ()).map_err(|e| e.variable)
+        };
+        assert_eq!(
+            check(|c| c.session_renew_secs = 3600),
+            Err("SESSION_RENEW_SECS")
+        );
+        assert_eq!(
+            check(|c| c.session_renew_secs = 0),
+            Ok(()),
+            "0 turns it off"
+        );
+        assert_eq!(check(|c| c.caller_idle_secs = 601), Err("CALLER_IDLE_SECS"));
+        assert_eq!(
+            check(|c| c.caller_idle_prompts = 11),
+            Err("CALLER_IDLE_PROMPTS")
+        );
+        assert_eq!(
+            check(|c| c.openai_stall_timeout_ms = 100),
+            Err("OPENAI_STALL_TIMEOUT_MS")
+        );
+        assert_eq!(
+            check(|c| c.stream_start_timeout_secs = 0),
+            Err("STREAM_START_TIMEOUT_SECS")
+        );
+        assert_eq!(
+            check(|c| c.stream_idle_timeout_secs = 301),
+            Err("STREAM_IDLE_TIMEOUT_SECS")
+        );
     }
 
     #[test]

@@ -109,9 +109,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // With TWILIO_AUTH_TOKEN set the relay checks signatures and stream tokens: the simulated
     // call signs like Twilio does, against the URL the relay believes Twilio called.
     let signing = config
-        .twilio_auth_token
-        .as_ref()
-        .filter(|_| config.validates_signatures())
+        .signing_key()
         .map(|token| (token.expose().to_string(), config.public_url.clone()));
 
     let listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -93,10 +93,7 @@ pub fn stream_token_for(
     config: &crate::config::Config,
     subject_and_expiry: impl FnOnce(i64) -> Option<(String, i64)>,
 ) -> Option<String> {
-    let key = config
-        .twilio_auth_token
-        .as_ref()
-        .filter(|_| config.validates_signatures())?;
+    let key = config.signing_key()?;
     let (subject, expires) = subject_and_expiry(chrono::Utc::now().timestamp())?;
     Some(stream_token::issue(key.expose(), &subject, expires))
 }

@@ -271,7 +271,7 @@ impl Stats {
     }
 }
 
-/// Held for the life of one call; see [`Stats::call_started`].
+/// One call slot, held for the life of one call; see [`Stats::reserve_call`].
 #[derive(Debug)]
 pub struct ActiveCall(Stats);
 

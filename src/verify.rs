@@ -28,11 +28,7 @@ pub async fn require_twilio_signature(
     next: Next,
 ) -> Response {
     let config = &state.config;
-    let Some(token) = config
-        .twilio_auth_token
-        .as_ref()
-        .filter(|_| config.validates_signatures())
-    else {
+    let Some(token) = config.signing_key() else {
         return next.run(request).await;
     };
     let (parts, body) = request.into_parts();

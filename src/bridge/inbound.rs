@@ -33,7 +33,7 @@ use super::ToInbound;
 use super::{CallCtx, CallInfo, ToOutbound};
 use crate::app::AppState;
 use crate::realtime::append_json;
-use crate::stats::{ErrorKind, Stats};
+use crate::stats::ErrorKind;
 use crate::transcript::EndReason;
 use crate::twilio::media::{base64_decoded_len, is_base64, FrameProbe, TwilioEvent};
 use crate::twilio::{self, stream_token};
@@ -65,7 +65,6 @@ fn truncated(sid: &str) -> String {
 /// Per-call state of the Twilio side.
 pub(super) struct Inbound {
     app: AppState,
-    stats: Stats,
     /// `start` must arrive by then.
     start_by: Instant,
     /// When the last message from Twilio arrived.
@@ -92,7 +91,6 @@ impl Inbound {
         let config = &app.config;
         Inbound {
             app: app.clone(),
-            stats: app.stats.clone(),
             start_by: now + Duration::from_secs(config.stream_start_timeout_secs),
             last_seen: now,
             idle_after: Duration::from_secs(config.stream_idle_timeout_secs),
@@ -116,7 +114,7 @@ impl Inbound {
 
     /// The stream missed its deadline: count it and say why.
     pub fn timed_out(&mut self) -> EndReason {
-        self.stats.error(ErrorKind::TwilioTimeout);
+        self.app.stats.error(ErrorKind::TwilioTimeout);
         if self.call.is_none() {
             warn!("no start from Twilio in time: closing the stream");
         } else {
@@ -174,7 +172,7 @@ impl Inbound {
                     Some(_) => {}
                 }
                 self.frames_in += 1;
-                self.stats.frame_to_openai(media.payload.len());
+                self.app.stats.frame_to_openai(media.payload.len());
                 trace!(bytes = media.payload.len(), "caller audio");
                 let bytes = base64_decoded_len(&media.payload);
                 return Step::Append(Frame::new(append_json(&media.payload), bytes));
@@ -217,7 +215,7 @@ impl Inbound {
                     parameters: start.custom_parameters,
                 };
                 if let Err((kind, reason)) = self.admit(&info) {
-                    self.stats.error(kind);
+                    self.app.stats.error(kind);
                     warn!(
                         call_sid = truncated(&info.call_sid),
                         stream_sid = truncated(&info.stream_sid),
@@ -292,12 +290,7 @@ impl Inbound {
         {
             return Err(malformed("this call has already ended"));
         }
-        let Some(key) = app
-            .config
-            .twilio_auth_token
-            .as_ref()
-            .filter(|_| app.config.validates_signatures())
-        else {
+        let Some(key) = app.config.signing_key() else {
             return Ok(());
         };
         let now = chrono::Utc::now().timestamp();
@@ -314,7 +307,7 @@ impl Inbound {
     /// Count a bad message; log the first few of each call in full, then only the total at the end.
     fn bad_message(&mut self, reason: &str) {
         self.ignored += 1;
-        self.stats.error(crate::stats::ErrorKind::TwilioMessage);
+        self.app.stats.error(crate::stats::ErrorKind::TwilioMessage);
         if self.ignored <= LOGGED_IGNORES {
             warn!(reason, "bad Twilio message");
         } else if self.ignored == LOGGED_IGNORES + 1 {
@@ -340,7 +333,7 @@ impl Inbound {
         if queue.len() >= UPSTREAM_QUEUE_FRAMES {
             queue.pop_front();
             self.frames_dropped += 1;
-            self.stats.frame_dropped();
+            self.app.stats.frame_dropped();
             if self.frames_dropped == 1 {
                 warn!("the Realtime API is not keeping up: dropping the oldest caller audio");
             }

@@ -75,15 +75,21 @@ async fn flaky_upstream(accept_more: bool) -> (String, Arc<Mutex<Seen>>) {
     (url, seen)
 }
 
-#[tokio::test]
-async fn a_dropped_upstream_is_reconnected_once_with_the_conversation_so_far() {
-    let (url, seen) = flaky_upstream(true).await;
-    let app = spawn_app(Config {
+/// A relay with a dummy key, bridging to the scripted upstream at `url`; `tweak` adjusts the rest.
+async fn relay_to(url: String, tweak: impl FnOnce(&mut Config)) -> crate::support::TestApp {
+    let mut config = Config {
         openai_api_key: Some("sk-test".into()),
         openai_realtime_url: url,
         ..Config::default()
-    })
-    .await;
+    };
+    tweak(&mut config);
+    spawn_app(config).await
+}
+
+#[tokio::test]
+async fn a_dropped_upstream_is_reconnected_once_with_the_conversation_so_far() {
+    let (url, seen) = flaky_upstream(true).await;
+    let app = relay_to(url, |_| {}).await;
     let mut opts = call_options(&app, vec![clip("caller-hello.wav")]);
     opts.reply_timeout_ms = 500; // the scripted upstream never replies
     let report = sim::run(opts).await.unwrap();
@@ -116,13 +122,7 @@ async fn a_dropped_upstream_is_reconnected_once_with_the_conversation_so_far() {
 #[tokio::test]
 async fn when_the_reconnect_fails_too_the_stream_closes_so_twilio_plays_the_fallback() {
     let (url, seen) = flaky_upstream(false).await;
-    let app = spawn_app(Config {
-        openai_api_key: Some("sk-test".into()),
-        openai_realtime_url: url,
-        openai_connect_timeout_ms: 2000,
-        ..Config::default()
-    })
-    .await;
+    let app = relay_to(url, |c| c.openai_connect_timeout_ms = 2000).await;
     let mut opts = call_options(&app, vec![clip("caller-hello.wav")]);
     opts.reply_timeout_ms = 500;
     let report = tokio::time::timeout(Duration::from_secs(20), sim::run(opts))
@@ -223,13 +223,7 @@ async fn quiet_upstream(script: Vec<Quiet>) -> (String, Arc<Mutex<Seen>>) {
 async fn an_upstream_that_never_confirms_the_session_gets_one_retry_then_the_caller_hears_the_fallback(
 ) {
     let (url, seen) = quiet_upstream(vec![Quiet::Mute]).await;
-    let app = spawn_app(Config {
-        openai_api_key: Some("sk-test".into()),
-        openai_realtime_url: url,
-        openai_connect_timeout_ms: 700,
-        ..Config::default()
-    })
-    .await;
+    let app = relay_to(url, |c| c.openai_connect_timeout_ms = 700).await;
     let mut opts = call_options(&app, vec![clip("caller-hello.wav")]);
     opts.max_call_ms = 20_000;
     let report = sim::run(opts).await.unwrap();
@@ -255,13 +249,7 @@ async fn an_upstream_that_never_confirms_the_session_gets_one_retry_then_the_cal
 #[tokio::test]
 async fn a_response_that_stalls_is_a_failed_session_and_the_call_reconnects() {
     let (url, seen) = quiet_upstream(vec![Quiet::StallMidResponse, Quiet::Listen]).await;
-    let app = spawn_app(Config {
-        openai_api_key: Some("sk-test".into()),
-        openai_realtime_url: url,
-        openai_stall_timeout_ms: 700,
-        ..Config::default()
-    })
-    .await;
+    let app = relay_to(url, |c| c.openai_stall_timeout_ms = 700).await;
     let mut opts = call_options(&app, vec![clip("caller-hello.wav")]);
     opts.reply_timeout_ms = 3_000;
     let report = sim::run(opts).await.unwrap();
@@ -288,12 +276,7 @@ async fn a_response_that_stalls_is_a_failed_session_and_the_call_reconnects() {
 #[tokio::test]
 async fn a_long_audio_delta_reaches_twilio_whole_in_twilio_sized_messages() {
     let (url, _seen) = quiet_upstream(vec![Quiet::OneDelta(80_000)]).await;
-    let app = spawn_app(Config {
-        openai_api_key: Some("sk-test".into()),
-        openai_realtime_url: url,
-        ..Config::default()
-    })
-    .await;
+    let app = relay_to(url, |_| {}).await;
     let mut opts = call_options(&app, vec![clip("caller-hello.wav")]);
     opts.max_call_ms = 4_000;
     let report = sim::run(opts).await.unwrap();
@@ -314,12 +297,7 @@ async fn a_long_audio_delta_reaches_twilio_whole_in_twilio_sized_messages() {
 #[tokio::test]
 async fn an_upstream_message_over_1_mib_ends_that_session_and_the_call_reconnects() {
     let (url, seen) = quiet_upstream(vec![Quiet::OneDelta(1 << 20), Quiet::Listen]).await;
-    let app = spawn_app(Config {
-        openai_api_key: Some("sk-test".into()),
-        openai_realtime_url: url,
-        ..Config::default()
-    })
-    .await;
+    let app = relay_to(url, |_| {}).await;
     let mut opts = call_options(&app, vec![clip("caller-hello.wav")]);
     opts.reply_timeout_ms = 2_000;
     let report = sim::run(opts).await.unwrap();
