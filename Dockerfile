@@ -16,11 +16,17 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /app --create-home relay
+    && useradd --system --uid 10001 --home-dir /app --create-home relay \
+    && install -d -o relay -g relay /app/data /app/data/transcripts
 WORKDIR /app
 COPY --from=build /src/target/release/twilio-realtime-relay /usr/local/bin/twilio-realtime-relay
 USER relay
-ENV HOST=0.0.0.0 PORT=8080 TRANSCRIPT_DIR=/app/transcripts LOG_FORMAT=json
+# Everything the relay keeps lives under /app/data (owned by `relay`): the SQLite database and the
+# JSON transcript export. Mount a volume there (fly.toml, render.yaml), or set DATABASE_URL to a
+# PostgreSQL database when several instances share the load.
+ENV HOST=0.0.0.0 PORT=8080 LOG_FORMAT=json \
+    DATABASE_URL=sqlite:///app/data/relay.db TRANSCRIPT_DIR=/app/data/transcripts
+VOLUME /app/data
 EXPOSE 8080
 ENTRYPOINT ["twilio-realtime-relay"]
 CMD ["serve"]
