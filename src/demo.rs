@@ -4,8 +4,11 @@
 //! a free loopback port and a simulated Twilio call with the bundled caller clips; prints the
 //! call's transcript and writes what the caller heard to `demo-reply.wav`. With `--tools`, an
 //! example tools file and its webhook ([`webhook`]) join in and the stand-in calls the tool, so a
-//! whole signed tool call shows offline.
+//! whole signed tool call shows offline. With `--outbound` ([`outbound`]) the call is placed
+//! through the API instead and the Twilio stand-in ([`crate::fake_twilio`]) connects a simulated
+//! callee.
 
+mod outbound;
 mod webhook;
 
 use std::path::PathBuf;
@@ -21,18 +24,6 @@ use crate::fake_openai::{FakeOpenAi, FakeOptions, ScriptedCall};
 use crate::sim::{self, CallOptions};
 use crate::transcript::{EndReason, Transcript};
 use crate::wav;
-
-/// The bundled caller clips (8 kHz μ-law WAV), compiled in so the demo runs from any directory.
-const BUNDLED_CLIPS: [(&str, &[u8]); 2] = [
-    (
-        "assets/caller-hello.wav",
-        include_bytes!("../assets/caller-hello.wav"),
-    ),
-    (
-        "assets/caller-question.wav",
-        include_bytes!("../assets/caller-question.wav"),
-    ),
-];
 
 /// Options of `demo`; every `serve` option applies to the relay it starts.
 #[derive(Debug, Clone, Args)]
@@ -52,11 +43,48 @@ pub struct DemoArgs {
     /// stand-in calling `lookup_order` after the first clip.
     #[arg(long)]
     pub tools: bool,
+    /// Place an outbound call instead: the Twilio stand-in (`fake-twilio`) takes the relay's
+    /// `POST /api/calls`, rings, and connects a simulated callee saying the clips; prints the API
+    /// answer, the status callbacks, the transcript and the call record.
+    #[arg(long, conflicts_with = "tools")]
+    pub outbound: bool,
+}
+
+/// The Realtime side: the real API when `OPENAI_API_KEY` is set, otherwise a stand-in that says
+/// goodbye the way a model does (`end_call` after the last clip's reply) and makes `tool_calls`;
+/// `config` is pointed at it. Keep the stand-in alive for the call.
+async fn realtime(
+    config: &mut Config,
+    audio: &[PathBuf],
+    tool_calls: Vec<ScriptedCall>,
+) -> anyhow::Result<Option<FakeOpenAi>> {
+    if config.openai_configured() {
+        println!("Using the OpenAI Realtime API at {}", config.realtime_url());
+        return Ok(None);
+    }
+    let clips = if audio.is_empty() {
+        sim::bundled::COUNT
+    } else {
+        audio.len()
+    };
+    let fake = FakeOpenAi::spawn(FakeOptions {
+        end_call_after: u32::try_from(clips).ok(),
+        tool_calls,
+        ..FakeOptions::default()
+    })
+    .await?;
+    println!(
+        "No OPENAI_API_KEY: using the local Realtime stand-in at {}",
+        fake.url()
+    );
+    config.openai_realtime_url = fake.url();
+    config.openai_api_key = Some("sk-offline-demo".into());
+    Ok(Some(fake))
 }
 
 /// Run the demo call; errors if the relay, the stand-in or the call fails, or no reply is heard.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let mut config = args.config;
+    let mut config = args.config.clone();
     if args.tools {
         let secret = config
             .tools_webhook_secret
@@ -72,39 +100,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         config.tools_file = Some(path);
         config.tools_webhook_secret = Some(secret.as_str().into());
     }
+    if args.outbound {
+        return outbound::run(config, &args).await;
+    }
     let mut config = config.validate()?;
-    let _fake = if config.openai_configured() {
-        println!("Using the OpenAI Realtime API at {}", config.realtime_url());
-        None
+    let tool_calls = if args.tools {
+        vec![ScriptedCall {
+            name: webhook::TOOL.into(),
+            arguments: webhook::ARGUMENTS.into(),
+        }]
     } else {
-        // The stand-in says goodbye the way a model does: `end_call` after the last clip's reply.
-        let clips = if args.audio.is_empty() {
-            BUNDLED_CLIPS.len()
-        } else {
-            args.audio.len()
-        };
-        let tool_calls = if args.tools {
-            vec![ScriptedCall {
-                name: webhook::TOOL.into(),
-                arguments: webhook::ARGUMENTS.into(),
-            }]
-        } else {
-            Vec::new()
-        };
-        let fake = FakeOpenAi::spawn(FakeOptions {
-            end_call_after: u32::try_from(clips).ok(),
-            tool_calls,
-            ..FakeOptions::default()
-        })
-        .await?;
-        println!(
-            "No OPENAI_API_KEY: using the local Realtime stand-in at {}",
-            fake.url()
-        );
-        config.openai_realtime_url = fake.url();
-        config.openai_api_key = Some("sk-offline-demo".into());
-        Some(fake)
+        Vec::new()
     };
+    let _fake = realtime(&mut config, &args.audio, tool_calls).await?;
     let transcript_dir = config.transcript_dir.clone();
     // With TWILIO_AUTH_TOKEN set the relay checks signatures and stream tokens: the simulated
     // call signs like Twilio does, against the URL the relay believes Twilio called.
@@ -118,7 +126,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let server = tokio::spawn(app::serve(listener, state, stop.clone().cancelled_owned()));
 
-    let clips = load_clips(&args.audio)?;
+    let clips = sim::bundled::clips_or(&args.audio)?;
     let mut call = CallOptions::new(format!("ws://{addr}/media-stream"), clips);
     call.interrupt_after_ms = args.interrupt_after_ms;
     if let Some((token, public_url)) = signing {
@@ -162,14 +170,4 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     wav::write_pcm16(&args.out, &report.heard)?;
     println!("What the caller heard: {}", args.out.display());
     Ok(())
-}
-
-fn load_clips(paths: &[PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
-    if paths.is_empty() {
-        return BUNDLED_CLIPS
-            .iter()
-            .map(|(name, bytes)| wav::decode_wav(bytes).with_context(|| name.to_string()))
-            .collect();
-    }
-    paths.iter().map(|p| wav::read_ulaw(p)).collect()
 }

@@ -32,6 +32,8 @@
 //! - [`wav`]: reading caller clips and writing what the caller heard.
 //! - [`sim`]: the `call` subcommand, a Twilio Media Streams simulator.
 //! - [`fake_openai`]: the `fake-openai` subcommand, a local Realtime API stand-in.
+//! - [`fake_twilio`]: the `fake-twilio` subcommand, a local stand-in for Twilio's REST API and
+//!   voice side that places calls (TwiML, signed streams and status callbacks).
 //! - [`demo`]: the `demo` subcommand: stand-in + relay + simulated call in one process.
 //! - [`load`]: the `load` subcommand, a frame-tagged load generator for capacity benchmarks.
 #![forbid(unsafe_code)]
@@ -47,6 +49,7 @@ pub mod demo;
 pub mod envfile;
 pub mod events;
 pub mod fake_openai;
+pub mod fake_twilio;
 pub mod load;
 pub mod metrics;
 pub mod realtime;

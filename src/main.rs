@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 use twilio_realtime_relay::config::{Config, LogFormat};
 use twilio_realtime_relay::envfile::{self, EnvFile};
-use twilio_realtime_relay::{app, demo, fake_openai, load, sim, telemetry};
+use twilio_realtime_relay::{app, demo, fake_openai, fake_twilio, load, sim, telemetry};
 
 /// Puts an OpenAI Realtime voice assistant on a Twilio phone number.
 #[derive(Parser)]
@@ -30,6 +30,8 @@ enum Command {
     Call(sim::CallArgs),
     /// Run a local stand-in for the OpenAI Realtime API.
     FakeOpenai(fake_openai::FakeOpenAiArgs),
+    /// Run a local stand-in for Twilio's REST API that places calls with a simulated callee.
+    FakeTwilio(fake_twilio::FakeTwilioArgs),
     /// Load test: many simulated calls with frame-tagged audio; round trip, loss, CPU and memory.
     Load(load::LoadArgs),
     /// Stand-in + relay + a simulated call in one process; prints the transcript.
@@ -77,6 +79,10 @@ fn main() -> ExitCode {
             Some(Command::FakeOpenai(args)) => {
                 init_logs(LogFormat::Text, &env_file);
                 fake_openai::main(args).await
+            }
+            Some(Command::FakeTwilio(args)) => {
+                init_logs(LogFormat::Text, &env_file);
+                fake_twilio::main(args).await
             }
             // The generator logs nothing per call: stderr stays for its report.
             Some(Command::Load(args)) => load::main(args).await,

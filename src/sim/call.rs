@@ -10,6 +10,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn, Instrument};
 
 use super::fork::ForkTracks;
@@ -61,6 +62,11 @@ pub struct CallOptions {
     /// The URL to sign: the one the relay believes Twilio called (its `PUBLIC_URL` in `wss://`
     /// form). `None`: `url` with `ws://` written as `wss://`.
     pub signed_url: Option<String>,
+    /// The `AccountSid` to send in `start` and `stop`; `None`: a fresh one.
+    pub account_sid: Option<String>,
+    /// Ends the call from outside when cancelled (a REST hang-up or a TwiML update, as Twilio
+    /// would): `stop`, then a close. `None`: only the script and the relay end the call.
+    pub stop: Option<CancellationToken>,
 }
 
 impl CallOptions {
@@ -82,6 +88,8 @@ impl CallOptions {
             call_sid: None,
             auth_token: None,
             signed_url: None,
+            account_sid: None,
+            stop: None,
         }
     }
 }
@@ -101,7 +109,10 @@ pub async fn run(opts: CallOptions) -> anyhow::Result<CallReport> {
             .clone()
             .unwrap_or_else(|| format!("CA{}", uuid::Uuid::new_v4().simple())),
         stream_sid: format!("MZ{}", uuid::Uuid::new_v4().simple()),
-        account_sid: format!("AC{}", uuid::Uuid::new_v4().simple()),
+        account_sid: opts
+            .account_sid
+            .clone()
+            .unwrap_or_else(|| format!("AC{}", uuid::Uuid::new_v4().simple())),
         ..CallReport::default()
     };
     let span = tracing::info_span!("sim_call", call_sid = %report.call_sid, stream_sid = %report.stream_sid);
@@ -322,6 +333,7 @@ async fn session(mut opts: CallOptions, report: CallReport) -> anyhow::Result<Ca
     if let Some(tracks) = opts.fork {
         return Ok(super::fork::session(opts, tracks, out, stream, report).await);
     }
+    let stop = opts.stop.clone().unwrap_or_default();
     let timing = Timing {
         quiet_ms: opts.quiet_ms,
         interrupt_after_ms: opts.interrupt_after_ms,
@@ -355,6 +367,10 @@ async fn session(mut opts: CallOptions, report: CallReport) -> anyhow::Result<Ca
     ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
     while step == Step::Continue {
         let result = tokio::select! {
+            () = stop.cancelled() => {
+                info!("the call was ended from outside");
+                Ok(Step::Hangup)
+            }
             _ = ticker.tick() => call.on_tick(&mut out).await,
             message = stream.next() => call.on_message(&mut out, message).await,
         };

@@ -5,6 +5,7 @@
 //! buffered and played on a 20 ms clock, marks echoed as their audio finishes and `clear` honoured.
 //! With `--fork` it plays a one-way `<Start><Stream>` fork of a call between two people instead.
 //!
+//! - [`bundled`]: the caller clips compiled into the binary.
 //! - [`call`]: the session ([`run`], [`CallOptions`]).
 //! - [`fork`]: fork mode: per-track frames, caller and agent clips alternating, no replies.
 //! - `outbox`: typed outgoing events with Twilio's numbering.
@@ -12,6 +13,7 @@
 //! - `script`: when each clip starts and when to hang up.
 //! - [`report`]: what the call observed ([`CallReport`]).
 
+pub mod bundled;
 pub mod call;
 pub mod fork;
 mod outbox;

@@ -15,6 +15,7 @@ mod http_limits;
 mod limits;
 mod logs;
 mod long_calls;
+mod outbound;
 mod reconnect;
 mod signatures;
 mod storage;

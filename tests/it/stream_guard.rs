@@ -303,6 +303,7 @@ async fn the_demo_still_works_once_twilio_auth_token_is_set() {
         interrupt_after_ms: None,
         out: dir.path().join("demo-reply.wav"),
         tools: false,
+        outbound: false,
     };
     twilio_realtime_relay::demo::run(args)
         .await

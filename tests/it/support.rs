@@ -27,10 +27,15 @@ pub struct TestApp {
 }
 
 /// Start the relay with `config` (its transcript directory replaced by a temporary one).
-pub async fn spawn_app(mut config: Config) -> TestApp {
+pub async fn spawn_app(config: Config) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    spawn_app_on(listener, config).await
+}
+
+/// [`spawn_app`] on an already-bound listener (for a `PUBLIC_URL` naming its port).
+pub async fn spawn_app_on(listener: TcpListener, mut config: Config) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     config.transcript_dir = dir.path().to_path_buf();
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let state = AppState::new(config);
     let stop = CancellationToken::new();
