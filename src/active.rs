@@ -1,9 +1,8 @@
-//! Calls in progress, by CallSid (so the HTTP API can end one), and the per-call settings of
-//! outbound calls waiting for their stream to connect.
+//! Calls in progress on this instance, by CallSid (so the HTTP API can end one), and the shape
+//! of outbound calls' per-call settings (kept in the store until their stream connects).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -95,7 +94,7 @@ impl ActiveCalls {
 }
 
 /// Per-call overrides given to `POST /api/calls`; `None` keeps the configured default.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CallSettings {
     pub instructions: Option<String>,
     pub greeting: Option<String>,
@@ -106,31 +105,6 @@ pub struct CallSettings {
     pub transfer: Option<bool>,
     /// The API call's `metadata`, passed to tool webhooks.
     pub metadata: Option<serde_json::Value>,
-}
-
-/// How long settings wait for their call's stream (calls ring for at most a minute or two).
-const SETTINGS_TTL: Duration = Duration::from_secs(3600);
-
-/// Settings of outbound calls not yet connected, keyed by the `CallRef` `<Parameter>`. They stay
-/// server-side because TwiML parameters are limited to 500 characters.
-#[derive(Debug, Clone, Default)]
-pub struct PendingSettings(Arc<Mutex<HashMap<String, (Instant, CallSettings)>>>);
-
-impl PendingSettings {
-    /// Keep `settings` under a fresh reference and return it. Expired entries are pruned here.
-    pub fn insert(&self, settings: CallSettings) -> String {
-        let reference = uuid::Uuid::new_v4().simple().to_string();
-        let mut map = self.0.lock().expect("pending settings lock poisoned");
-        map.retain(|_, (at, _)| at.elapsed() < SETTINGS_TTL);
-        map.insert(reference.clone(), (Instant::now(), settings));
-        reference
-    }
-
-    /// Take the settings of `reference` (once).
-    pub fn take(&self, reference: &str) -> Option<CallSettings> {
-        let mut map = self.0.lock().expect("pending settings lock poisoned");
-        map.remove(reference).map(|(_, s)| s)
-    }
 }
 
 #[cfg(test)]
@@ -149,19 +123,5 @@ mod tests {
         assert_eq!(handle.reason(), Some(EndReason::ApiHangup));
         calls.remove("CA1");
         assert!(!calls.end("CA1", EndReason::ApiHangup));
-    }
-
-    #[test]
-    fn settings_are_taken_once() {
-        let pending = PendingSettings::default();
-        let reference = pending.insert(CallSettings {
-            voice: Some("cedar".into()),
-            ..CallSettings::default()
-        });
-        assert_eq!(
-            pending.take(&reference).unwrap().voice.as_deref(),
-            Some("cedar")
-        );
-        assert!(pending.take(&reference).is_none());
     }
 }

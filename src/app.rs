@@ -17,14 +17,14 @@ use tracing::info;
 
 use std::sync::atomic::AtomicBool;
 
-use crate::active::{ActiveCalls, PendingSettings};
+use crate::active::ActiveCalls;
 use crate::api;
 use crate::config::Config;
 use crate::events::EventHub;
-use crate::records::CallStore;
 use crate::routes;
 use crate::server::{self, HttpLimits};
 use crate::stats::Stats;
+use crate::store::Store;
 use crate::twilio::rest::{TwilioAuth, TwilioRest};
 use crate::{transcribe, transcript, verify};
 
@@ -40,14 +40,12 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every call task, so shutdown can wait for upgraded sockets (axum does not).
     pub calls: TaskTracker,
-    /// Call records behind `/api/calls`.
-    pub records: CallStore,
+    /// Call records, transcripts, outbound calls' settings, the instance registry.
+    pub store: Store,
     /// Live per-call event feeds.
     pub events: EventHub,
     /// Calls in progress by CallSid.
     pub active: ActiveCalls,
-    /// Per-call settings of outbound calls, until their stream starts.
-    pub pending: PendingSettings,
     /// Twilio's REST API, when credentials are configured.
     pub twilio: Option<TwilioRest>,
     /// The tools calls may declare (`TOOLS_FILE`, built-ins).
@@ -59,24 +57,36 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for `config` with fresh counters.
+    /// State for `config` with fresh counters and the store of `DATABASE_URL` (connected on
+    /// first use; [`serve`] registers the instance before serving).
     /// Temp files a crash left in `TRANSCRIPT_DIR` (and its `calls/`) are removed first.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime (the pool's lazy connection needs one), or when `DATABASE_URL`
+    /// is not an SQLite or PostgreSQL URL (`Config::validate` refuses those).
     pub fn new(config: Config) -> Self {
         let twilio = twilio_client(&config);
-        let removed = transcript::remove_temp_files(&config.transcript_dir);
-        if removed > 0 {
-            info!(removed, dir = %config.transcript_dir.display(), "removed transcript temp files an earlier run left");
+        for dir in [
+            config.transcript_dir.clone(),
+            config.transcript_dir.join("calls"),
+        ] {
+            let removed = transcript::remove_temp_files(&dir);
+            if removed > 0 {
+                info!(removed, dir = %dir.display(), "removed temp files an earlier run left");
+            }
         }
         let stats = Stats::default();
+        let events = EventHub::default();
+        let store = Store::open(&config, stats.clone(), events.clone())
+            .expect("DATABASE_URL is checked by Config::validate");
         AppState {
             active: ActiveCalls::default(),
-            pending: PendingSettings::default(),
             twilio,
             tools: Arc::new(crate::tools::Registry::new(&config)),
             draining: Arc::default(),
             stream_tokens: Default::default(),
-            records: CallStore::load(&config.transcript_dir, stats.clone()),
-            events: EventHub::default(),
+            store,
+            events,
             config: Arc::new(config),
             stats,
             shutdown: CancellationToken::new(),
@@ -154,6 +164,10 @@ pub fn build_router(state: AppState) -> Router {
 /// requests are under `HTTP_*` timeouts and `MAX_HTTP_CONNECTIONS` (see [`server`]); upgraded
 /// calls are not.
 ///
+/// Before serving, the instance registers in the store and closes its leftover calls
+/// ([`Store::start`]; a store that cannot be reached is counted and retried by the heartbeat);
+/// the heartbeat runs while this future does (dropping it, as a crash would, stops it).
+///
 /// # Errors
 /// Only if the HTTP server's task panicked.
 pub async fn serve(
@@ -161,6 +175,12 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if let Err(e) = state.store.start().await {
+        state.store.failed("registering this instance", &e);
+    }
+    let beat = CancellationToken::new();
+    let _beat_guard = beat.clone().drop_guard();
+    tokio::spawn(state.store.clone().run_heartbeat(beat.clone()));
     let app = build_router(state.clone());
     let stop_http = CancellationToken::new();
     let http = tokio::spawn(server::serve_http(
@@ -194,6 +214,8 @@ pub async fn serve(
     }
     stop_http.cancel();
     http.await.map_err(std::io::Error::other)?;
+    beat.cancel();
+    state.store.stop().await;
     Ok(())
 }
 
@@ -253,12 +275,19 @@ pub async fn run_server(config: Config) -> anyhow::Result<()> {
                 config.transcript_dir.display()
             )
         })?;
+    let state = AppState::new(config);
+    state
+        .store
+        .ready()
+        .await
+        .context("the store (DATABASE_URL) cannot be opened")?;
+    let config = &state.config;
     let addr = format!("{}:{}", config.host, config.port);
     let listener = TcpListener::bind(&addr)
         .await
         .with_context(|| format!("HOST/PORT: cannot listen on {addr}"))?;
     info!(addr = %listener.local_addr()?, "listening; point your Twilio number's voice webhook at https://<public host>/incoming-call");
-    serve(listener, AppState::new(config), shutdown_signal()).await?;
+    serve(listener, state, shutdown_signal()).await?;
     info!("stopped");
     Ok(())
 }

@@ -15,6 +15,18 @@ use crate::realtime::session::FunctionTool;
 
 /// Default assistant prompt (`INSTRUCTIONS`).
 pub const DEFAULT_INSTRUCTIONS: &str = "You are a friendly, concise phone assistant. Keep answers short and conversational: the caller hears you over a phone line. If you do not know something, say so.";
+/// Default `DATABASE_URL`: an SQLite file beside the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/relay.db";
+
+/// `TRANSCRIPT_EXPORT`: whether transcripts are also written as JSON files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TranscriptExport {
+    /// `TRANSCRIPT_DIR/{CallSid}.json`, written from the store at call end.
+    Json,
+    /// Transcripts only in the store.
+    Off,
+}
+
 /// Default `FALLBACK_MESSAGE`.
 pub const DEFAULT_FALLBACK: &str =
     "Sorry, our assistant is not available right now. Please try again later. Goodbye.";
@@ -152,6 +164,21 @@ pub struct Config {
     /// Directory of `{CallSid}.json` transcripts.
     #[arg(long, env = "TRANSCRIPT_DIR", default_value = "./transcripts")]
     pub transcript_dir: PathBuf,
+    /// The store: `sqlite://PATH` (created with its directory on first start, WAL mode) or
+    /// `postgres://…` for several instances sharing one database.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// `json`: write `TRANSCRIPT_DIR/{CallSid}.json` from the store at call end; `off`: none.
+    #[arg(long, env = "TRANSCRIPT_EXPORT", value_enum, default_value = "json")]
+    pub transcript_export: TranscriptExport,
+    /// This instance's id in the registry; default a fresh one each start. Give a stable id
+    /// so a restarted instance closes its own leftover calls at once.
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Seconds between this instance's heartbeats; an instance silent for three is dead and
+    /// its calls are closed as `server_lost` (1–300).
+    #[arg(long, env = "INSTANCE_HEARTBEAT_SECS", default_value_t = 5)]
+    pub instance_heartbeat_secs: u64,
     /// Optional `<Say>` before connecting the stream.
     #[arg(long, env = "INTRO_MESSAGE")]
     pub intro_message: Option<String>,
@@ -298,6 +325,25 @@ impl Config {
             .is_some_and(|k| k.expose().is_empty())
         {
             self.openai_api_key = None;
+        }
+        if let Err(reason) = crate::store::check_url(&self.database_url) {
+            return Err(ConfigError {
+                variable: "DATABASE_URL",
+                reason,
+            });
+        }
+        if !(1..=300).contains(&self.instance_heartbeat_secs) {
+            return Err(ConfigError {
+                variable: "INSTANCE_HEARTBEAT_SECS",
+                reason: format!("{} is not within 1–300", self.instance_heartbeat_secs),
+            });
+        }
+        if self
+            .instance_id
+            .as_deref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            self.instance_id = None;
         }
         if self.openai_model.trim().is_empty() {
             return Err(ConfigError {

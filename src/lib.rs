@@ -23,9 +23,11 @@
 //! - [`tools`]: the assistant's tools: `TOOLS_FILE` webhooks (signed), MCP servers, `transfer_call`.
 //! - [`upstream`]: opening the Realtime WebSocket (ws/wss, auth, timeout).
 //! - [`bridge`]: one call: the two relay tasks, playback tracking and barge-in.
-//! - [`records`]: call records (`/api/calls`), persisted beside the transcripts.
+//! - [`records`]: the call record (`/api/calls`) and how Twilio's status callbacks change it.
+//! - [`store`]: the store (SQLite or PostgreSQL): records, transcript turns, outbound calls'
+//!   settings, the instance registry and crash recovery, the JSON export and `import`.
 //! - [`events`]: live per-call event feeds (SSE).
-//! - [`transcript`]: the per-call transcript and its atomic JSON file.
+//! - [`transcript`]: the per-call transcript and its atomic JSON file (the export).
 //! - [`transcribe`]: live transcription of forked calls (OpenAI, Deepgram, Whisper backends).
 //! - [`audio`]: G.711 μ-law codec and framing constants.
 //! - [`verify`]: `X-Twilio-Signature` checks on everything Twilio calls.
@@ -58,6 +60,7 @@ pub mod routes;
 pub mod server;
 pub mod sim;
 pub mod stats;
+pub mod store;
 pub mod telemetry;
 pub mod tools;
 pub mod transcribe;

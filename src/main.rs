@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 use twilio_realtime_relay::config::{Config, LogFormat};
 use twilio_realtime_relay::envfile::{self, EnvFile};
-use twilio_realtime_relay::{app, demo, fake_openai, fake_twilio, load, sim, telemetry};
+use twilio_realtime_relay::{app, demo, fake_openai, fake_twilio, load, sim, store, telemetry};
 
 /// Puts an OpenAI Realtime voice assistant on a Twilio phone number.
 #[derive(Parser)]
@@ -36,6 +36,8 @@ enum Command {
     Load(load::LoadArgs),
     /// Stand-in + relay + a simulated call in one process; prints the transcript.
     Demo(demo::DemoArgs),
+    /// Load an earlier version's JSON transcripts and call records (a TRANSCRIPT_DIR) into the store, once.
+    Import(store::import::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +88,10 @@ fn main() -> ExitCode {
             }
             // The generator logs nothing per call: stderr stays for its report.
             Some(Command::Load(args)) => load::main(args).await,
+            Some(Command::Import(args)) => {
+                init_logs(LogFormat::Text, &env_file);
+                store::import::main(args).await
+            }
             Some(Command::Demo(args)) => {
                 init_logs(args.config.log_format, &env_file);
                 demo::run(args).await

@@ -178,7 +178,8 @@ pub fn admit_call(state: &AppState) -> Result<ActiveCall, Refusal> {
 /// `uptime`, `timestamp`, `connections`, `errors`, `openai_configured`) keep their names.
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct Health {
-    /// `healthy`, or `draining` after SIGTERM (answered with 503, so load balancers stop routing).
+    /// `healthy`; `draining` after SIGTERM, `unhealthy` while the store is unreachable (both
+    /// answered with 503, so load balancers stop routing).
     pub status: String,
     pub version: String,
     /// Seconds since start, as the sample writes it: `"325s"`.
@@ -188,6 +189,8 @@ pub struct Health {
     pub timestamp: String,
     pub connections: Connections,
     pub errors: u64,
+    /// `ok`, or `error` while the store (`DATABASE_URL`) does not answer.
+    pub database: String,
     pub openai_configured: bool,
     /// Twilio REST credentials are set (outbound calls, hang-up, numbers).
     pub twilio_configured: bool,
@@ -218,12 +221,17 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
 }
 
 /// `GET /health`: liveness and counters for operators; 503 with `"status": "draining"` (and
-/// `connections.active`, the calls still running) once the server is shutting down.
+/// `connections.active`, the calls still running) once the server is shutting down, and 503
+/// with `"status": "unhealthy"`, `"database": "error"` while the store does not answer (a
+/// one-second ping, reused for 1.5 s).
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let stats = &state.stats;
     let draining = state.draining.load(Ordering::Relaxed);
+    let database_ok = state.store.healthy().await;
     let (code, status) = if draining {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if !database_ok {
+        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
     } else {
         (StatusCode::OK, "healthy")
     };
@@ -238,6 +246,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             total: stats.total(),
         },
         errors: stats.errors(),
+        database: if database_ok { "ok" } else { "error" }.into(),
         openai_configured: state.config.openai_configured(),
         twilio_configured: state.twilio.is_some(),
         model: state.config.openai_model.clone(),

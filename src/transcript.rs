@@ -72,6 +72,9 @@ pub enum EndReason {
     /// The stream's `start` was refused (malformed SIDs, a call that already ended or is live,
     /// a missing or invalid stream token). Only in logs: there is no call to write a transcript for.
     StreamRefused,
+    /// The instance holding the call stopped beating (crashed, killed): the call was closed
+    /// by another instance, or by this one when it restarted, at the last heartbeat.
+    ServerLost,
     /// The assistant called `transfer_call` and Twilio handed the call to the destination
     /// (`transferred_to` names it).
     Transferred,
@@ -93,6 +96,7 @@ impl EndReason {
             EndReason::TwilioTimeout => "twilio_timeout",
             EndReason::StreamRefused => "stream_refused",
             EndReason::Transferred => "transferred",
+            EndReason::ServerLost => "server_lost",
         }
     }
 }

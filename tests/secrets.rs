@@ -123,6 +123,7 @@ async fn scenario() -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = config(&fake, addr, twilio_api);
     config.transcript_dir = dir.path().to_path_buf();
+    config.database_url = format!("sqlite://{}/relay.db", dir.path().display());
 
     let debug_config = format!("{config:?}");
     tracing::info!(?config, "configuration");

@@ -116,6 +116,7 @@ async fn relay(upstream_port: u16, dir: &TempDir) -> (AppState, SocketAddr, Canc
         openai_api_key: Some("sk-test".into()),
         openai_realtime_url: format!("wss://localhost:{upstream_port}/v1/realtime"),
         transcript_dir: dir.path().to_path_buf(),
+        database_url: format!("sqlite://{}/relay.db", dir.path().display()),
         ..Config::default()
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -1,7 +1,5 @@
 //! `/api/calls` and `/api/numbers`: place, list, inspect and hang up calls; list numbers.
 
-use std::path::Path as FsPath;
-
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -131,14 +129,19 @@ pub async fn create(
             "OPENAI_API_KEY is not set: the call would only hear the fallback message".into(),
         ));
     }
-    let reference = state.pending.insert(CallSettings {
-        instructions: call.instructions.clone(),
-        greeting: call.greeting.clone(),
-        voice: call.voice.clone(),
-        tools: call.tools.clone(),
-        transfer: call.transfer,
-        metadata: call.metadata.clone(),
-    });
+    // In the store, so the instance the stream lands on (any, with PostgreSQL) applies them.
+    let reference = state
+        .store
+        .put_settings(&CallSettings {
+            instructions: call.instructions.clone(),
+            greeting: call.greeting.clone(),
+            voice: call.voice.clone(),
+            tools: call.tools.clone(),
+            transfer: call.transfer,
+            metadata: call.metadata.clone(),
+        })
+        .await
+        .map_err(|e| ApiError::store(&state.stats, e))?;
     let stream = stream_url(config.public_url.as_deref(), &headers, "/media-stream");
     let token = crate::routes::stream_token_for(config, |now| {
         let subject = stream_token::subject("", Some(&reference));
@@ -159,7 +162,7 @@ pub async fn create(
         &config.fallback_message,
     );
     if xml.len() > MAX_TWIML {
-        state.pending.take(&reference);
+        let _ = state.store.take_settings(&reference).await;
         return Err(ApiError::invalid("to", "the generated TwiML exceeds Twilio's 4000 characters; shorten INTRO_MESSAGE or FALLBACK_MESSAGE"));
     }
     let callback = format!(
@@ -179,14 +182,14 @@ pub async fn create(
     let created = match twilio.create_call(&request).await {
         Ok(created) => created,
         Err(e) => {
-            state.pending.take(&reference);
+            let _ = state.store.take_settings(&reference).await;
             return Err(e.into());
         }
     };
     info!(call_sid = %created.sid, to = %created.to, "placed an outbound call");
     let metadata = call.metadata.clone();
     state
-        .records
+        .store
         .update(
             &created.sid,
             || CallRecord::new(&created.sid, "outbound-api", &created.status),
@@ -212,20 +215,34 @@ pub struct ListQuery {
 }
 
 /// `GET /api/calls` → `{"calls":[…]}`: calls in progress first, then newest first (limit ≤ 1000, default 50).
-pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Json<Value> {
+/// 503 `store_unavailable` when the store fails.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
-    Json(json!({ "calls": state.records.list(limit) }))
+    let calls = state
+        .store
+        .list(limit)
+        .await
+        .map_err(|e| ApiError::store(&state.stats, e))?;
+    Ok(Json(json!({ "calls": calls })))
 }
 
-async fn read_transcript(dir: &FsPath, call_sid: &str) -> Result<Option<Transcript>, ApiError> {
-    let probe = Transcript::new(call_sid, "", None, None);
-    match tokio::fs::read(probe.path(dir)).await {
-        Ok(bytes) => Ok(Some(
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::Internal(e.into()))?,
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ApiError::Internal(e.into())),
-    }
+async fn read_transcript(state: &AppState, call_sid: &str) -> Result<Option<Transcript>, ApiError> {
+    state
+        .store
+        .transcript(call_sid)
+        .await
+        .map_err(|e| ApiError::store(&state.stats, e))
+}
+
+async fn read_record(state: &AppState, call_sid: &str) -> Result<Option<CallRecord>, ApiError> {
+    state
+        .store
+        .get(call_sid)
+        .await
+        .map_err(|e| ApiError::store(&state.stats, e))
 }
 
 /// `GET /api/calls/{call_sid}` → the record plus `"transcript"` (or `null`).
@@ -233,8 +250,8 @@ pub async fn show(
     State(state): State<AppState>,
     Path(call_sid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let record = state.records.get(&call_sid);
-    let transcript = read_transcript(&state.config.transcript_dir, &call_sid).await?;
+    let record = read_record(&state, &call_sid).await?;
+    let transcript = read_transcript(&state, &call_sid).await?;
     if record.is_none() && transcript.is_none() {
         return Err(ApiError::NotFound(format!("no call {call_sid}")));
     }
@@ -260,7 +277,7 @@ pub async fn transcript(
     Path(call_sid): Path<String>,
     Query(q): Query<TranscriptQuery>,
 ) -> Result<Response, ApiError> {
-    let t = read_transcript(&state.config.transcript_dir, &call_sid)
+    let t = read_transcript(&state, &call_sid)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no transcript for {call_sid}")))?;
     match q.format.as_deref() {
@@ -298,14 +315,15 @@ pub async fn hang_up(
     let twilio = twilio(&state)?;
     // Say why before Twilio's `stop` arrives, so the transcript does not blame the caller.
     let handle = state.active.get(&call_sid);
-    let on_record = handle.is_some() || state.records.get(&call_sid).is_some();
+    let record = read_record(&state, &call_sid).await?;
+    let on_record = handle.is_some() || record.is_some();
     if let Some(h) = &handle {
         h.set_reason(EndReason::ApiHangup);
     }
     // A call whose media stream is up is in progress, whatever the callbacks said so far.
     let known_status = match &handle {
         Some(_) => None,
-        None => state.records.get(&call_sid).map(|r| r.status),
+        None => record.map(|r| r.status),
     };
     let (body, final_status) = match twilio.hang_up(&call_sid, known_status.as_deref()).await {
         Ok(call) => {
@@ -332,7 +350,7 @@ pub async fn hang_up(
         h.end(EndReason::ApiHangup);
     }
     state
-        .records
+        .store
         .update_existing(&call_sid, |r| {
             r.end(&final_status, Some(EndReason::ApiHangup))
         })

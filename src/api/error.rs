@@ -41,12 +41,22 @@ pub enum ApiError {
     /// 502: Twilio refused or failed.
     #[error("Twilio: {0}")]
     Twilio(#[from] TwilioError),
+    /// 503: the store (`DATABASE_URL`) failed or timed out; counted as a storage error by
+    /// [`ApiError::store`], logged with its cause.
+    #[error("the store is unavailable")]
+    Store(anyhow::Error),
     /// 500: logged with its cause; the client sees a generic message.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
 
 impl ApiError {
+    /// A store failure, counted in `stats` as `errors_total{kind="storage"}`.
+    pub fn store(stats: &crate::stats::Stats, error: anyhow::Error) -> Self {
+        stats.error(crate::stats::ErrorKind::Storage);
+        ApiError::Store(error)
+    }
+
     /// A 422 naming `field`.
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         ApiError::Invalid {
@@ -68,6 +78,11 @@ impl ApiError {
                     "internal error in the HTTP API"
                 );
             }
+            ApiError::Store(e) => warn!(
+                status,
+                error = format!("{e:#}"),
+                "the store failed during an HTTP API request"
+            ),
             ApiError::Unauthorized { path } => warn!(
                 status,
                 path = path.as_str(),
@@ -136,6 +151,10 @@ impl IntoResponse for ApiError {
             ApiError::Twilio(e) => (
                 StatusCode::BAD_GATEWAY,
                 json!({"code": "twilio_unreachable", "message": e.to_string(), "source": "twilio"}),
+            ),
+            ApiError::Store(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"code": "store_unavailable", "message": self.to_string(), "source": "relay"}),
             ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -18,16 +18,17 @@ pub async fn feed(
     State(state): State<AppState>,
     Path(call_sid): Path<String>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let ended = state
-        .records
-        .get(&call_sid)
-        .filter(|r| r.is_ended())
-        .map(|r| CallEvent::Ended {
-            end_reason: r
-                .end_reason
-                .unwrap_or(crate::transcript::EndReason::CallerHungUp),
-            at: r.ended_at.unwrap_or(r.started_at),
-        });
+    // A store that cannot be read leaves the feed open: live events still flow.
+    let record = state.store.get(&call_sid).await.unwrap_or_else(|e| {
+        state.store.failed("reading a call record", &e);
+        None
+    });
+    let ended = record.filter(|r| r.is_ended()).map(|r| CallEvent::Ended {
+        end_reason: r
+            .end_reason
+            .unwrap_or(crate::transcript::EndReason::CallerHungUp),
+        at: r.ended_at.unwrap_or(r.started_at),
+    });
     let live = match ended {
         Some(_) => None,
         None => Some(BroadcastStream::new(state.events.subscribe(&call_sid))),

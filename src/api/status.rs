@@ -1,5 +1,6 @@
 //! `POST /twilio/status`: Twilio's call status callback (form), applied to the call record.
-//! Callbacks may arrive out of order; `SequenceNumber` decides (see [`crate::records`]).
+//! Callbacks may arrive out of order; `SequenceNumber` decides (see [`crate::records`]). The
+//! record is changed in the store, so with PostgreSQL any instance may receive the callback.
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, State};
@@ -29,8 +30,9 @@ pub async fn twilio_status(
         .clone()
         .unwrap_or_else(|| "outbound-api".into());
     let mut applied = false;
+    // A failed write is counted and logged; Twilio still hears 204 (it would only retry).
     state
-        .records
+        .store
         .update(
             &cb.call_sid,
             || CallRecord::new(&cb.call_sid, &direction, &status),

@@ -127,7 +127,7 @@ impl Inbound {
     }
 
     /// Classify one message from Twilio.
-    pub fn on_message(&mut self, msg: Message) -> Step {
+    pub async fn on_message(&mut self, msg: Message) -> Step {
         self.last_seen = Instant::now();
         let text = match msg {
             Message::Text(text) => text,
@@ -214,7 +214,7 @@ impl Inbound {
                     stream_sid,
                     parameters: start.custom_parameters,
                 };
-                if let Err((kind, reason)) = self.admit(&info) {
+                if let Err((kind, reason)) = self.admit(&info).await {
                     self.app.stats.error(kind);
                     warn!(
                         call_sid = truncated(&info.call_sid),
@@ -271,7 +271,7 @@ impl Inbound {
     /// Whether a `start` may open this call: SIDs in Twilio's formats, a call that is neither
     /// live on another stream nor already over (its record and transcript are never
     /// overwritten), and with signatures on, a valid unused stream token for this call.
-    fn admit(&self, info: &CallInfo) -> Result<(), (ErrorKind, String)> {
+    async fn admit(&self, info: &CallInfo) -> Result<(), (ErrorKind, String)> {
         let malformed = |what: &str| (ErrorKind::TwilioMessage, what.to_string());
         if !twilio::is_call_sid(&info.call_sid) {
             return Err(malformed("the CallSid is not CA + 32 hex digits"));
@@ -283,12 +283,13 @@ impl Inbound {
         if app.active.get(&info.call_sid).is_some() {
             return Err(malformed("another stream is live for this CallSid"));
         }
-        if app
-            .records
-            .get(&info.call_sid)
-            .is_some_and(|r| r.is_ended())
-        {
-            return Err(malformed("this call has already ended"));
+        match app.store.get(&info.call_sid).await {
+            Ok(Some(r)) if r.is_ended() => {
+                return Err(malformed("this call has already ended"));
+            }
+            Ok(_) => {}
+            // Unknown whether it ended: let the call in rather than drop a live caller.
+            Err(e) => app.store.failed("checking the call's record", &e),
         }
         let Some(key) = app.config.signing_key() else {
             return Ok(());
@@ -440,7 +441,7 @@ pub(super) async fn run(
             Wake::Control(None) => control_open = false,
             Wake::Twilio(msg) => {
                 let step = match msg {
-                    Some(Ok(msg)) => inbound.on_message(msg),
+                    Some(Ok(msg)) => inbound.on_message(msg).await,
                     Some(Err(e)) => {
                         inbound.socket_failed(e);
                         Step::Closed

@@ -400,7 +400,7 @@ async fn connect_while_listening(
             }
             msg = twilio_rx.next() => {
                 let step = match msg {
-                    Some(Ok(msg)) => inbound.on_message(msg),
+                    Some(Ok(msg)) => inbound.on_message(msg).await,
                     _ => Step::Closed,
                 };
                 match step {
@@ -441,7 +441,7 @@ async fn read_until_start(
     let reading = async {
         while inbound.call.is_none() {
             let step = match twilio_rx.next().await {
-                Some(Ok(msg)) => inbound.on_message(msg),
+                Some(Ok(msg)) => inbound.on_message(msg).await,
                 _ => Step::Closed,
             };
             match step {
@@ -492,7 +492,7 @@ async fn finish(app: AppState, ctx: CallCtx, sides: Sides, started: Instant, cou
             call.param("From").map(str::to_string),
             call.param("To").map(str::to_string),
         );
-        app.records
+        app.store
             .update(
                 &call.call_sid,
                 || CallRecord::new(&call.call_sid, "inbound", "in-progress"),
@@ -526,13 +526,8 @@ async fn finish(app: AppState, ctx: CallCtx, sides: Sides, started: Instant, cou
                 at: chrono::Utc::now(),
             },
         );
-        match t.save(&app.config.transcript_dir).await {
-            Ok(path) => info!(path = %path.display(), turns = t.turns.len(), "transcript saved"),
-            Err(e) => {
-                app.stats.error(ErrorKind::Storage);
-                warn!(error = format!("{e:#}"), "could not write the transcript");
-            }
-        }
+        app.store.finish_transcript(&t).await;
+        info!(turns = t.turns.len(), "transcript stored");
     }
     let mut latencies = out.latencies_ms.clone();
     latencies.sort_unstable();

@@ -426,12 +426,10 @@ impl Outbound {
         }
     }
 
+    /// Hand the transcript to the store's writer (never waits; see [`crate::store::Store::save_transcript`]).
     pub(super) async fn save(&self) {
         if let Some(t) = &self.transcript {
-            if let Err(e) = t.save(&self.ctx.app.config.transcript_dir).await {
-                self.ctx.app.stats.error(ErrorKind::Storage);
-                warn!(error = format!("{e:#}"), "could not write the transcript");
-            }
+            self.ctx.app.store.save_transcript(t);
         }
     }
 

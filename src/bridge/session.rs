@@ -92,7 +92,8 @@ impl Outbound {
         let app = &self.ctx.app;
         app.active.register(&info.call_sid, self.ctx.handle.clone());
         let (from, to) = (info.param("From"), info.param("To"));
-        app.records
+        let instance = app.store.instance_id().to_string();
+        app.store
             .update(
                 &info.call_sid,
                 || CallRecord::new(&info.call_sid, "inbound", "in-progress"),
@@ -102,10 +103,22 @@ impl Outbound {
                     }
                     r.from = r.from.take().or(from.map(str::to_string));
                     r.to = r.to.take().or(to.map(str::to_string));
+                    r.instance_id = Some(instance);
                 },
             )
             .await;
-        if let Some(settings) = info.param("CallRef").and_then(|r| app.pending.take(r)) {
+        let settings = match info.param("CallRef") {
+            Some(reference) => match app.store.take_settings(reference).await {
+                Ok(settings) => settings,
+                Err(e) => {
+                    // The call goes on with the configured defaults.
+                    app.store.failed("taking this call's settings", &e);
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(settings) = settings {
             let changes_session = settings.instructions.is_some()
                 || settings.voice.is_some()
                 || settings.tools.is_some()

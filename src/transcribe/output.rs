@@ -1,12 +1,12 @@
 //! Where a fork's text goes: log lines, the transcript file, the call record and the event feed.
 //!
 //! One owner (the fork's supervisor) applies every [`Line`] in arrival order, so the transcript
-//! needs no lock. The transcript has the same file format as assistant calls
-//! ([`crate::transcript`]) and is saved atomically after every final; turns sort by when they
+//! needs no lock. The transcript has the same shape as assistant calls
+//! ([`crate::transcript`]) and goes to the store after every final; turns sort by when they
 //! were said. Interims are logged and published but never stored.
 
 use chrono::{DateTime, Utc};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::app::AppState;
 use crate::events::CallEvent;
@@ -58,14 +58,16 @@ impl Output {
     pub async fn start(state: &AppState, info: &ForkInfo) -> Output {
         let sid = info.call_sid.as_str();
         let (from, to) = (info.from.clone(), info.to.clone());
+        let instance = state.store.instance_id().to_string();
         state
-            .records
+            .store
             .update(
                 sid,
                 || CallRecord::new(sid, "fork", "in-progress"),
                 |r| {
                     r.from = from.or(r.from.take());
                     r.to = to.or(r.to.take());
+                    r.instance_id = Some(instance);
                 },
             )
             .await;
@@ -106,7 +108,7 @@ impl Output {
                     let backend = self.state.config.transcribe.transcribe_backend.name();
                     self.state.stats.fork_backend_failed(backend);
                 }
-                self.save().await;
+                self.state.store.save_transcript(&self.transcript);
                 let event = CallEvent::Final {
                     speaker: line.role,
                     text: line.text.trim().to_string(),
@@ -120,10 +122,10 @@ impl Output {
     /// Finish and save the transcript, end the call record, publish `call.ended`.
     pub async fn finish(mut self, reason: EndReason) {
         self.transcript.finish(reason);
-        self.save().await;
+        self.state.store.finish_transcript(&self.transcript).await;
         let sid = self.transcript.call_sid.clone();
         self.state
-            .records
+            .store
             .update(
                 &sid,
                 || CallRecord::new(&sid, "fork", "in-progress"),
@@ -137,16 +139,5 @@ impl Output {
                 at: Utc::now(),
             },
         );
-    }
-
-    async fn save(&self) {
-        if let Err(e) = self
-            .transcript
-            .save(&self.state.config.transcript_dir)
-            .await
-        {
-            self.state.stats.error(crate::stats::ErrorKind::Storage);
-            warn!(error = format!("{e:#}"), "could not write the transcript");
-        }
     }
 }

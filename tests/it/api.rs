@@ -374,7 +374,7 @@ async fn hanging_up_a_call_nobody_knows_is_404_and_a_mistyped_sid_is_422() {
     assert_eq!(body["error"]["code"], "not_found");
     assert_eq!(twilio.requests().len(), 1, "Twilio was asked");
     assert!(
-        app.state.records.get(unknown).is_none(),
+        app.state.store.get(unknown).await.unwrap().is_none(),
         "no record invented"
     );
 
@@ -475,9 +475,13 @@ async fn status_callbacks_update_records_in_sequence_order_and_survive_a_restart
     let (status, _, _) = app.request(status_callback("CallStatus=completed")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "no CallSid");
 
-    // A new server over the same directory still knows the call.
-    let again = twilio_realtime_relay::records::CallStore::load(app.dir.path(), Default::default());
-    assert_eq!(again.get("CA77").unwrap().duration_s, Some(42));
+    // A new server over the same database still knows the call.
+    let again = twilio_realtime_relay::app::AppState::new(twilio_realtime_relay::config::Config {
+        database_url: crate::support::sqlite_url(app.dir.path()),
+        ..Default::default()
+    });
+    let record = again.store.get("CA77").await.unwrap().unwrap();
+    assert_eq!(record.duration_s, Some(42));
     app.shutdown().await;
 }
 

@@ -79,7 +79,7 @@ pub(crate) fn finals(events: &[CallEvent]) -> Vec<(Role, String)> {
 
 /// What every fork must show: silence towards Twilio, a clean end, the record and the transcript
 /// agreeing with the final events. Returns the transcript file.
-pub(crate) fn check_fork(app: &TestApp, report: &CallReport, events: &[CallEvent]) -> Value {
+pub(crate) async fn check_fork(app: &TestApp, report: &CallReport, events: &[CallEvent]) -> Value {
     assert!(
         report.unexpected_messages.is_empty(),
         "a fork must receive nothing: {:?}",
@@ -94,8 +94,10 @@ pub(crate) fn check_fork(app: &TestApp, report: &CallReport, events: &[CallEvent
 
     let record = app
         .state
-        .records
+        .store
         .get(&report.call_sid)
+        .await
+        .unwrap()
         .expect("call record");
     assert_eq!(record.direction, "fork");
     assert_eq!(record.status, "completed");
@@ -172,7 +174,7 @@ fn interims_precede_finals(events: &[CallEvent]) {
 async fn openai_transcribes_both_tracks_with_interims_and_never_answers_twilio() {
     let (app, fake) = spawn_with_fake(FakeOptions::default(), |_| {}).await;
     let (report, events) = fork_call(&app, fork_options(&app, "CAforkopenai")).await;
-    let t = check_fork(&app, &report, &events);
+    let t = check_fork(&app, &report, &events).await;
     interims_precede_finals(&events);
     let finals = finals(&events);
     let speakers: Vec<Role> = finals.iter().map(|(s, _)| *s).collect();
@@ -222,7 +224,7 @@ async fn deepgram_streams_each_track_on_its_own_connection() {
     config.transcribe.deepgram_url = deepgram.url();
     let app = spawn_app(config).await;
     let (report, events) = fork_call(&app, fork_options(&app, "CAforkdeepgram")).await;
-    check_fork(&app, &report, &events);
+    check_fork(&app, &report, &events).await;
     interims_precede_finals(&events);
     let finals = finals(&events);
     let speakers: Vec<Role> = finals.iter().map(|(s, _)| *s).collect();
@@ -275,7 +277,7 @@ async fn a_dropped_backend_connection_is_reopened_once_and_earlier_finals_are_ke
     config.transcribe.deepgram_url = deepgram.url();
     let app = spawn_app(config).await;
     let (report, events) = fork_call(&app, fork_options(&app, "CAforkreconnect")).await;
-    let t = check_fork(&app, &report, &events);
+    let t = check_fork(&app, &report, &events).await;
     let speakers: Vec<Role> = finals(&events).iter().map(|(s, _)| *s).collect();
     assert_eq!(speakers, [Role::Caller, Role::Agent], "no gap: {t:#}");
 
@@ -344,7 +346,7 @@ async fn whisper_uploads_one_wav_per_utterance_and_reports_finals_only() {
     let whisper = FakeWhisper::spawn("sk-test-key").await;
     let app = whisper_app(&whisper).await;
     let (report, events) = fork_call(&app, fork_options(&app, "CAforkwhisper")).await;
-    check_fork(&app, &report, &events);
+    check_fork(&app, &report, &events).await;
     assert!(
         events.iter().all(|e| e.name() != "transcript.interim"),
         "finals only"
@@ -409,7 +411,7 @@ async fn a_refusing_backend_leaves_a_gap_per_track_and_the_call_still_ends_clean
     config.transcribe.deepgram_url = deepgram.url();
     let app = spawn_app(config).await;
     let (report, events) = fork_call(&app, fork_options(&app, "CAforkrefused")).await;
-    let t = check_fork(&app, &report, &events);
+    let t = check_fork(&app, &report, &events).await;
 
     let conns = deepgram.connections();
     assert_eq!(conns.len(), 4, "each track tries twice: {conns:?}");
@@ -487,7 +489,7 @@ async fn forked_calls_are_counted_in_metrics_by_track_finals_and_failed_backends
         );
     }
     let (report, events) = fork_call(&app, fork_options(&app, "CAforkmetrics")).await;
-    check_fork(&app, &report, &events);
+    check_fork(&app, &report, &events).await;
     let after = app.metrics().await;
     assert_eq!(
         metric(&after, r#"fork_frames_total{track="inbound"}"#),
@@ -515,7 +517,7 @@ async fn forked_calls_are_counted_in_metrics_by_track_finals_and_failed_backends
     config.transcribe.deepgram_url = deepgram.url();
     let app = spawn_app(config).await;
     let (report, events) = fork_call(&app, fork_options(&app, "CAforkmetricsgap")).await;
-    check_fork(&app, &report, &events);
+    check_fork(&app, &report, &events).await;
     let after = app.metrics().await;
     assert_eq!(
         metric(&after, r#"fork_backend_failures_total{backend="deepgram"}"#),

@@ -30,13 +30,13 @@ fn hang_up_mid_sentence(app: &TestApp, call_sid: &str) -> CallOptions {
 
 /// [`check_fork`] for a call hung up by [`hang_up_mid_sentence`] (the simulator's call limit is
 /// how it hangs up early; that is not a failure here).
-fn check_hung_up_fork(app: &TestApp, report: &CallReport, events: &[CallEvent]) -> Value {
+async fn check_hung_up_fork(app: &TestApp, report: &CallReport, events: &[CallEvent]) -> Value {
     assert!(report.hit_call_limit, "hung up at {HANG_UP_AT_MS} ms");
     let report = CallReport {
         hit_call_limit: false,
         ..report.clone()
     };
-    check_fork(app, &report, events)
+    check_fork(app, &report, events).await
 }
 
 fn silence(ms: usize) -> Vec<u8> {
@@ -115,7 +115,7 @@ async fn openai_keeps_the_last_utterance_of_both_tracks_when_the_transcriber_is_
         &two_utterances(1000, &question, &hello),
     );
     let (report, events) = fork_call(&app, opts).await;
-    check_fork(&app, &report, &events);
+    check_fork(&app, &report, &events).await;
 
     let secs = |audio: &[u8]| audio.len() as f64 / (BYTES_PER_MS * 1000) as f64;
     let said = [Role::Caller, Role::Agent].map(|speaker| (speaker, finals_of(&events, speaker)));
@@ -156,7 +156,7 @@ async fn deepgram_is_finalized_at_the_end_and_the_agent_s_words_up_to_the_hang_u
     config.transcribe.deepgram_url = deepgram.url();
     let app = spawn_app(config).await;
     let (report, events) = fork_call(&app, hang_up_mid_sentence(&app, "CAforkfinalize")).await;
-    let t = check_hung_up_fork(&app, &report, &events);
+    let t = check_hung_up_fork(&app, &report, &events).await;
 
     let agent = finals_of(&events, Role::Agent);
     assert_eq!(agent.len(), 1, "{agent:?}");
@@ -195,7 +195,7 @@ async fn whisper_uploads_the_last_chunk_at_the_end_and_the_agent_s_words_up_to_t
     let whisper = FakeWhisper::spawn("sk-test-key").await;
     let app = whisper_app(&whisper).await;
     let (report, events) = fork_call(&app, hang_up_mid_sentence(&app, "CAforkwhisperend")).await;
-    let t = check_hung_up_fork(&app, &report, &events);
+    let t = check_hung_up_fork(&app, &report, &events).await;
 
     let agent = finals_of(&events, Role::Agent);
     assert_eq!(agent.len(), 1, "{agent:?}");

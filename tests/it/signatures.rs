@@ -106,7 +106,7 @@ async fn get_webhooks_and_status_callbacks_are_checked_too() {
         StatusCode::NO_CONTENT
     );
     assert_eq!(app.request(callback(&sig)).await.0, StatusCode::FORBIDDEN);
-    assert!(app.state.records.get("CA9").is_some());
+    assert!(app.state.store.get("CA9").await.unwrap().is_some());
     app.shutdown().await;
 }
 

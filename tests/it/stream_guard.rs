@@ -291,6 +291,7 @@ async fn the_demo_still_works_once_twilio_auth_token_is_set() {
     let config = twilio_realtime_relay::config::Config {
         twilio_auth_token: Some(TOKEN.into()),
         transcript_dir: dir.path().join("transcripts"),
+        database_url: format!("sqlite://{}/relay.db", dir.path().display()),
         ..twilio_realtime_relay::config::Config::default()
     };
     assert!(

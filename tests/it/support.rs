@@ -36,6 +36,9 @@ pub async fn spawn_app(config: Config) -> TestApp {
 pub async fn spawn_app_on(listener: TcpListener, mut config: Config) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     config.transcript_dir = dir.path().to_path_buf();
+    if config.database_url == twilio_realtime_relay::config::DEFAULT_DATABASE_URL {
+        config.database_url = sqlite_url(dir.path());
+    }
     let addr = listener.local_addr().expect("addr");
     let state = AppState::new(config);
     let stop = CancellationToken::new();
@@ -50,6 +53,27 @@ pub async fn spawn_app_on(listener: TcpListener, mut config: Config) -> TestApp 
         dir,
         stop,
         server: Some(server),
+    }
+}
+
+/// `sqlite://DIR/relay.db`: a test's own database in its own directory.
+pub fn sqlite_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}/relay.db", dir.display())
+}
+
+/// Poll `check` every 20 ms until it holds, for at most `secs` seconds; panics naming `what`.
+pub async fn eventually<F, Fut>(what: &str, secs: u64, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -119,6 +143,15 @@ impl TestApp {
         let path = self.dir.path().join(format!("{call_sid}.json"));
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_json::from_slice(&bytes).expect("transcript is JSON")
+    }
+
+    /// End the server as a crash would: its task (and with it the heartbeat) is dropped, no
+    /// clean shutdown. Returns the directory, which the caller keeps alive.
+    pub fn crash(mut self) -> TempDir {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        self.dir
     }
 
     /// Stop the server and wait for it.
