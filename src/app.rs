@@ -56,6 +56,9 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// Stream tokens already used (a token opens one stream).
     pub stream_tokens: crate::twilio::stream_token::TokenLedger,
+    /// The link to the other instances when `DATABASE_URL` is PostgreSQL; set by
+    /// [`AppState::start_cluster`].
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl AppState {
@@ -75,6 +78,7 @@ impl AppState {
             tools: Arc::new(crate::tools::Registry::new(&config)),
             draining: Arc::default(),
             stream_tokens: Default::default(),
+            cluster: None,
             records: CallStore::load(&config.transcript_dir, stats.clone()),
             events: EventHub::default(),
             config: Arc::new(config),
@@ -82,6 +86,25 @@ impl AppState {
             shutdown: CancellationToken::new(),
             calls: TaskTracker::new(),
         }
+    }
+}
+
+impl AppState {
+    /// Join the other instances when `DATABASE_URL` is PostgreSQL (see [`crate::cluster`]);
+    /// does nothing otherwise. Call once, before serving.
+    ///
+    /// # Errors
+    /// PostgreSQL unreachable or refusing the migrations or `LISTEN`.
+    pub async fn start_cluster(&mut self) -> anyhow::Result<()> {
+        self.cluster = crate::cluster::Cluster::start(
+            &self.config.database_url,
+            self.events.clone(),
+            self.active.clone(),
+            self.stats.clone(),
+            self.shutdown.clone(),
+        )
+        .await?;
+        Ok(())
     }
 }
 
@@ -194,6 +217,8 @@ pub async fn serve(
     }
     stop_http.cancel();
     http.await.map_err(std::io::Error::other)?;
+    // Every call has ended: background tasks (the cluster's listener and sender) stop too.
+    state.shutdown.cancel();
     Ok(())
 }
 
@@ -258,7 +283,9 @@ pub async fn run_server(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("HOST/PORT: cannot listen on {addr}"))?;
     info!(addr = %listener.local_addr()?, "listening; point your Twilio number's voice webhook at https://<public host>/incoming-call");
-    serve(listener, AppState::new(config), shutdown_signal()).await?;
+    let mut state = AppState::new(config);
+    state.start_cluster().await?;
+    serve(listener, state, shutdown_signal()).await?;
     info!("stopped");
     Ok(())
 }

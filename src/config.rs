@@ -152,6 +152,10 @@ pub struct Config {
     /// Directory of `{CallSid}.json` transcripts.
     #[arg(long, env = "TRANSCRIPT_DIR", default_value = "./transcripts")]
     pub transcript_dir: PathBuf,
+    /// The database: `sqlite://…` for one instance, `postgres://…` to share call events and
+    /// hang-ups between several instances (`src/cluster`).
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://./data/relay.db")]
+    pub database_url: String,
     /// Optional `<Say>` before connecting the stream.
     #[arg(long, env = "INTRO_MESSAGE")]
     pub intro_message: Option<String>,

@@ -25,6 +25,7 @@
 //! - [`bridge`]: one call: the two relay tasks, playback tracking and barge-in.
 //! - [`records`]: call records (`/api/calls`), persisted beside the transcripts.
 //! - [`events`]: live per-call event feeds (SSE).
+//! - [`cluster`]: several instances on one PostgreSQL: event feeds and hang-ups across them (LISTEN/NOTIFY).
 //! - [`transcript`]: the per-call transcript and its atomic JSON file.
 //! - [`transcribe`]: live transcription of forked calls (OpenAI, Deepgram, Whisper backends).
 //! - [`audio`]: G.711 μ-law codec and framing constants.
@@ -42,6 +43,7 @@ pub mod app;
 pub mod audio;
 mod borrowed;
 pub mod bridge;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod envfile;

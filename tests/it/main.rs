@@ -3,6 +3,7 @@
 
 mod api;
 mod calls;
+mod cluster;
 mod fake_deepgram;
 mod fake_twilio;
 mod fake_webhook;
@@ -15,6 +16,7 @@ mod http_limits;
 mod limits;
 mod logs;
 mod long_calls;
+mod pg;
 mod reconnect;
 mod signatures;
 mod storage;

@@ -32,7 +32,8 @@ pub async fn spawn_app(mut config: Config) -> TestApp {
     config.transcript_dir = dir.path().to_path_buf();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let state = AppState::new(config);
+    let mut state = AppState::new(config);
+    state.start_cluster().await.expect("DATABASE_URL");
     let stop = CancellationToken::new();
     let server = tokio::spawn(app::serve(
         listener,
