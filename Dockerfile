@@ -8,6 +8,8 @@ RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked || true
 COPY src ./src
 COPY assets ./assets
+# Embedded at compile time by `sqlx::migrate!`.
+COPY migrations ./migrations
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
     && strip target/release/twilio-realtime-relay
 

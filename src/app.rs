@@ -54,6 +54,9 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// Stream tokens already used (a token opens one stream).
     pub stream_tokens: crate::twilio::stream_token::TokenLedger,
+    /// The link to the other instances when `DATABASE_URL` is PostgreSQL; set by
+    /// [`AppState::start_cluster`].
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl AppState {
@@ -87,11 +90,31 @@ impl AppState {
             stream_tokens: Default::default(),
             store,
             events,
+            cluster: None,
             config: Arc::new(config),
             stats,
             shutdown: CancellationToken::new(),
             calls: TaskTracker::new(),
         }
+    }
+}
+
+impl AppState {
+    /// Join the other instances when `DATABASE_URL` is PostgreSQL (see [`crate::cluster`]);
+    /// does nothing otherwise. Call once, before serving.
+    ///
+    /// # Errors
+    /// PostgreSQL unreachable or refusing the migrations or `LISTEN`.
+    pub async fn start_cluster(&mut self) -> anyhow::Result<()> {
+        self.cluster = crate::cluster::Cluster::start(
+            &self.config.database_url,
+            self.events.clone(),
+            self.active.clone(),
+            self.stats.clone(),
+            self.shutdown.clone(),
+        )
+        .await?;
+        Ok(())
     }
 }
 
@@ -216,6 +239,8 @@ pub async fn serve(
     http.await.map_err(std::io::Error::other)?;
     beat.cancel();
     state.store.stop().await;
+    // Every call has ended: background tasks (the cluster's listener and sender) stop too.
+    state.shutdown.cancel();
     Ok(())
 }
 
@@ -275,12 +300,16 @@ pub async fn run_server(config: Config) -> anyhow::Result<()> {
                 config.transcript_dir.display()
             )
         })?;
-    let state = AppState::new(config);
+    let mut state = AppState::new(config);
     state
         .store
         .ready()
         .await
         .context("the store (DATABASE_URL) cannot be opened")?;
+    state
+        .start_cluster()
+        .await
+        .context("joining the other instances (DATABASE_URL)")?;
     let config = &state.config;
     let addr = format!("{}:{}", config.host, config.port);
     let listener = TcpListener::bind(&addr)

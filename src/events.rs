@@ -2,7 +2,8 @@
 //! per call, created on first use and dropped when the call ends.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -65,15 +66,46 @@ impl CallEvent {
     }
 }
 
+/// Called with `(call_sid, event)` for every event published here by [`EventHub::publish`]:
+/// the cluster's forwarder ([`crate::cluster`]). It runs on the caller's task, so it must not
+/// block or wait (queue and return).
+pub type Forward = Box<dyn Fn(&str, &CallEvent) + Send + Sync>;
+
 /// Per-call broadcast channels. Cheap to clone.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct EventHub {
     calls: Arc<Mutex<HashMap<String, broadcast::Sender<CallEvent>>>>,
+    /// Set once when the relay runs as one of several instances; unset, publishing stays local.
+    forward: Arc<OnceLock<Forward>>,
+}
+
+impl fmt::Debug for EventHub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventHub")
+            .field("forwarding", &self.forward.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl EventHub {
-    /// Publish `event` for `call_sid` (dropped if nobody listens). `Ended` closes the channel.
+    /// Hand every event published from now on to `forward` too. Only the first call takes
+    /// effect; returns whether this one did.
+    pub fn set_forward(&self, forward: Forward) -> bool {
+        self.forward.set(forward).is_ok()
+    }
+
+    /// Publish `event` for `call_sid` (dropped if nobody listens here), and hand it to the
+    /// forwarder if one is set. `Ended` closes the channel.
     pub fn publish(&self, call_sid: &str, event: CallEvent) {
+        if let Some(forward) = self.forward.get() {
+            forward(call_sid, &event);
+        }
+        self.publish_remote(call_sid, event);
+    }
+
+    /// Publish an event that came from another instance: to this instance's subscribers only,
+    /// never to the forwarder (it would loop back out).
+    pub fn publish_remote(&self, call_sid: &str, event: CallEvent) {
         let mut calls = self.calls.lock().expect("event hub lock poisoned");
         let ended = matches!(event, CallEvent::Ended { .. });
         let sender = if ended {
@@ -143,5 +175,42 @@ mod tests {
         assert_eq!(text, "hello");
         assert_eq!(rx.recv().await.unwrap().name(), "call.ended");
         assert!(rx.recv().await.is_err(), "feed closed after the end");
+    }
+
+    #[tokio::test]
+    async fn the_forwarder_sees_local_events_but_not_remote_ones() {
+        let hub = EventHub::default();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        assert!(hub.set_forward(Box::new(move |sid, event| {
+            log.lock().unwrap().push((sid.to_string(), event.name()));
+        })));
+        assert!(!hub.set_forward(Box::new(|_, _| {})), "set once");
+        let mut rx = hub.subscribe("CA1");
+        let at = Utc::now();
+        let remote = CallEvent::Final {
+            speaker: Role::Agent,
+            text: "from elsewhere".into(),
+            at,
+        };
+        hub.publish_remote("CA1", remote.clone());
+        hub.publish(
+            "CA1",
+            CallEvent::Ended {
+                end_reason: EndReason::ApiHangup,
+                at,
+            },
+        );
+        assert_eq!(
+            rx.recv().await.unwrap(),
+            remote,
+            "subscribers get remote events"
+        );
+        assert_eq!(rx.recv().await.unwrap().name(), "call.ended");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [("CA1".to_string(), "call.ended")],
+            "only the local event was forwarded"
+        );
     }
 }

@@ -27,6 +27,7 @@
 //! - [`store`]: the store (SQLite or PostgreSQL): records, transcript turns, outbound calls'
 //!   settings, the instance registry and crash recovery, the JSON export and `import`.
 //! - [`events`]: live per-call event feeds (SSE).
+//! - [`cluster`]: several instances on one PostgreSQL: event feeds and hang-ups across them (LISTEN/NOTIFY).
 //! - [`transcript`]: the per-call transcript and its atomic JSON file (the export).
 //! - [`transcribe`]: live transcription of forked calls (OpenAI, Deepgram, Whisper backends).
 //! - [`audio`]: G.711 μ-law codec and framing constants.
@@ -46,6 +47,7 @@ pub mod app;
 pub mod audio;
 mod borrowed;
 pub mod bridge;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod envfile;

@@ -55,6 +55,12 @@ pub struct ToolCall {
     pub outcome: &'static str,
 }
 
+/// `event` label of `cluster_notifications_total`: `sent`, `received` or `dropped`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Notification {
+    pub event: &'static str,
+}
+
 /// Every metric the relay exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -98,6 +104,8 @@ pub struct Metrics {
     pub tool_calls: Family<ToolCall, Counter>,
     /// Seconds from a tool call to its answer (webhooks; built-ins answer at once).
     pub tool_call_duration: Histogram,
+    /// PostgreSQL notifications between instances (`src/cluster`), by `event`.
+    pub cluster_notifications: Family<Notification, Counter>,
 }
 
 /// `direction` values.
@@ -188,6 +196,7 @@ impl Default for Metrics {
             tool_calls: Family::default(),
             // 10 ms … ~40 s (webhook timeouts reach 30 s).
             tool_call_duration: Histogram::new(exponential_buckets(0.01, 2.0, 13)),
+            cluster_notifications: Family::default(),
             registry: Registry::default(),
         };
         registry.register("calls_active", "Calls in progress", m.calls_active.clone());
@@ -260,7 +269,17 @@ impl Default for Metrics {
             "From a tool call of the assistant to its answer",
             m.tool_call_duration.clone(),
         );
+        registry.register(
+            "cluster_notifications",
+            "Notifications between instances over PostgreSQL: sent, received from others, dropped because the sender's queue was full",
+            m.cluster_notifications.clone(),
+        );
         // Every series exists from start-up, so alerts can be written before the first event.
+        for event in ["sent", "received", "dropped"] {
+            let _ = m
+                .cluster_notifications
+                .get_or_create(&Notification { event });
+        }
         for backend in ["openai", "deepgram", "whisper"] {
             let _ = m
                 .fork_backend_failures

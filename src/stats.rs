@@ -39,11 +39,14 @@ pub enum ErrorKind {
     /// An HTTP connection closed to stay under `MAX_HTTP_CONNECTIONS`: an idle one closed to make
     /// room, or a newcomer closed because every connection was in a request.
     HttpOverload,
+    /// A notification between instances failed: not sent, not understood, or its stored
+    /// payload not found (`src/cluster`).
+    Cluster,
 }
 
 impl ErrorKind {
     /// Every kind: each is exported as 0 from start-up, so alerts can be written before the first error.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::TwilioMessage,
         ErrorKind::TwilioTimeout,
         ErrorKind::UpstreamEvent,
@@ -58,6 +61,7 @@ impl ErrorKind {
         ErrorKind::Transcription,
         ErrorKind::HttpTimeout,
         ErrorKind::HttpOverload,
+        ErrorKind::Cluster,
     ];
 
     /// The `kind` label.
@@ -77,6 +81,7 @@ impl ErrorKind {
             ErrorKind::Transcription => "transcription",
             ErrorKind::HttpTimeout => "http_timeout",
             ErrorKind::HttpOverload => "http_overload",
+            ErrorKind::Cluster => "cluster",
         }
     }
 }
@@ -180,6 +185,16 @@ impl Stats {
             .metrics
             .http_connections
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A notification to or from the other instances: `sent`, `received` (from another
+    /// instance, and understood) or `dropped` (the queue to the sender was full).
+    pub fn cluster_notification(&self, event: &'static str) {
+        self.0
+            .metrics
+            .cluster_notifications
+            .get_or_create(&crate::metrics::Notification { event })
+            .inc();
     }
 
     /// A barge-in.

@@ -300,7 +300,10 @@ pub async fn transcript(
 /// `POST /api/calls/{call_sid}/hangup` → Twilio `Status=completed`, or `Status=canceled` while
 /// the call's record says it has not been answered (see [`TwilioRest::hang_up`]). A Twilio 20404
 /// for a call this relay knows (in progress or on record) means it had already ended: 200 with
-/// that said; for a call neither knows, 404. A `call_sid` that is not `CA` + 32 hex digits is 422
+/// that said; for a call neither knows, 404. With several instances ([`crate::cluster`]) a call
+/// streaming on another one counts as in progress here: that instance records `api_hangup`
+/// before Twilio is asked (waiting at most [`crate::cluster::ACK_TIMEOUT`] for it) and ends
+/// the stream once Twilio accepts. A `call_sid` that is not `CA` + 32 hex digits is 422
 /// and never reaches Twilio.
 pub async fn hang_up(
     State(state): State<AppState>,
@@ -316,14 +319,21 @@ pub async fn hang_up(
     // Say why before Twilio's `stop` arrives, so the transcript does not blame the caller.
     let handle = state.active.get(&call_sid);
     let record = read_record(&state, &call_sid).await?;
-    let on_record = handle.is_some() || record.is_some();
     if let Some(h) = &handle {
         h.set_reason(EndReason::ApiHangup);
     }
+    // Not here: the instance holding its stream (if any) says why, and acknowledges first.
+    let held_elsewhere = match (&handle, &state.cluster) {
+        (None, Some(cluster)) => cluster.prepare_hangup(&call_sid).await,
+        _ => false,
+    };
+    let streaming = handle.is_some() || held_elsewhere;
+    let on_record = streaming || record.is_some();
     // A call whose media stream is up is in progress, whatever the callbacks said so far.
-    let known_status = match &handle {
-        Some(_) => None,
-        None => record.map(|r| r.status),
+    let known_status = if streaming {
+        None
+    } else {
+        record.map(|r| r.status)
     };
     let (body, final_status) = match twilio.hang_up(&call_sid, known_status.as_deref()).await {
         Ok(call) => {
@@ -348,6 +358,9 @@ pub async fn hang_up(
     };
     if let Some(h) = handle {
         h.end(EndReason::ApiHangup);
+    }
+    if let (true, Some(cluster)) = (held_elsewhere, &state.cluster) {
+        cluster.finish_hangup(&call_sid).await;
     }
     state
         .store

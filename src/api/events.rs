@@ -14,6 +14,8 @@ use crate::app::AppState;
 use crate::events::CallEvent;
 
 /// Subscribe to a call's events. A call that already ended yields its `call.ended` at once.
+/// A call unknown here is subscribed to all the same: with several instances
+/// ([`crate::cluster`]) its events arrive from the instance that holds it.
 pub async fn feed(
     State(state): State<AppState>,
     Path(call_sid): Path<String>,

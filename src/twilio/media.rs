@@ -116,7 +116,7 @@ pub struct FrameProbe<'a> {
 /// Whether `s` is standard padded base64 (what Twilio sends), checked without decoding.
 pub fn is_base64(s: &str) -> bool {
     let bytes = s.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return false;
     }
     let body = bytes

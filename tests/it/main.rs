@@ -3,6 +3,7 @@
 
 mod api;
 mod calls;
+mod cluster;
 mod fake_deepgram;
 mod fake_twilio;
 mod fake_webhook;
@@ -17,6 +18,7 @@ mod limits;
 mod logs;
 mod long_calls;
 mod outbound;
+mod pg;
 mod reconnect;
 mod signatures;
 mod storage;

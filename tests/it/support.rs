@@ -40,7 +40,8 @@ pub async fn spawn_app_on(listener: TcpListener, mut config: Config) -> TestApp 
         config.database_url = sqlite_url(dir.path());
     }
     let addr = listener.local_addr().expect("addr");
-    let state = AppState::new(config);
+    let mut state = AppState::new(config);
+    state.start_cluster().await.expect("DATABASE_URL");
     let stop = CancellationToken::new();
     let server = tokio::spawn(app::serve(
         listener,
