@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use serde_json::{json, Value};
-use twilio_realtime_relay::config::Config;
 use twilio_realtime_relay::events::CallEvent;
 use twilio_realtime_relay::fake_openai::{FakeOpenAi, FakeOptions};
 use twilio_realtime_relay::records::CallRecord;
