@@ -275,8 +275,13 @@ impl Store {
         let rows: Vec<(String,)> = self
             .run("looking for a lost instance's calls", async {
                 on_pool!(&self.inner.pool, p, _pg => {
-                    sqlx::query_as("SELECT call_sid FROM calls WHERE ended = 0 AND instance_id = $1")
+                    // Also calls ended since just before its last beat: Twilio's `completed`
+                    // callback for a stream that died with the instance lands on a survivor
+                    // first, and must not hide that the relay never finished the call.
+                    sqlx::query_as("SELECT call_sid FROM calls WHERE instance_id = $1 \
+                                    AND (ended = 0 OR ended_at >= $2)")
                         .bind(instance)
+                        .bind(ms(at) - (self.inner.heartbeat * MISSED_HEARTBEATS).as_millis() as i64)
                         .fetch_all(p)
                         .await
                 })
@@ -290,30 +295,36 @@ impl Store {
     }
 
     /// Close one call as `server_lost` at `at` (record, transcript, export, `call.ended`);
-    /// false if it had ended meanwhile.
+    /// false if it had ended meanwhile. A record Twilio's callback already ended counts as open
+    /// while the relay never finished its transcript (the stream died with the instance).
     async fn close_call(&self, sid: &str, at: DateTime<Utc>) -> anyhow::Result<bool> {
+        let transcript = self.transcript(sid).await?;
+        let stream_unfinished = transcript.as_ref().is_some_and(|t| t.ended_at.is_none());
         let mut closed = false;
         self.try_update(
             sid,
             || crate::records::CallRecord::new(sid, "inbound", "in-progress"),
             |r| {
-                if r.is_ended() {
+                let unfinished = stream_unfinished && r.end_reason.is_none();
+                if r.is_ended() && !unfinished {
                     return;
                 }
                 closed = true;
-                r.ended_at = Some(at);
+                r.ended_at = Some(r.ended_at.map_or(at, |ended| ended.min(at)));
                 r.end_reason = Some(EndReason::ServerLost);
                 if !is_terminal(&r.status) {
                     r.status = "completed".into();
                 }
-                r.duration_s = Some((at - r.started_at).num_seconds().max(0) as u64);
+                if r.duration_s.is_none() {
+                    r.duration_s = Some((at - r.started_at).num_seconds().max(0) as u64);
+                }
             },
         )
         .await?;
         if !closed {
             return Ok(false);
         }
-        if let Some(mut t) = self.transcript(sid).await? {
+        if let Some(mut t) = transcript {
             if t.ended_at.is_none() {
                 t.ended_at = Some(at);
                 t.end_reason = Some(EndReason::ServerLost);
