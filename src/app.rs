@@ -315,27 +315,42 @@ pub async fn run_server(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&addr)
         .await
         .with_context(|| format!("HOST/PORT: cannot listen on {addr}"))?;
+    let signal = shutdown_signal();
     info!(addr = %listener.local_addr()?, "listening; point your Twilio number's voice webhook at https://<public host>/incoming-call");
-    serve(listener, state, shutdown_signal()).await?;
+    serve(listener, state, signal).await?;
     info!("stopped");
     Ok(())
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Fly, Render and Docker send).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    // Installed now, not when first polled: `serve` registers the instance (database round
+    // trips) before it waits on this, and a SIGTERM in that gap must drain, not kill.
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let streams = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    async move {
+        #[cfg(unix)]
+        {
+            let (term, int) = streams;
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! { _ = wait(term) => {}, _ = wait(int) => {} }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
