@@ -44,6 +44,7 @@ use tokio_util::task::TaskTracker;
 
 pub use args::{main, FakeTwilioArgs};
 pub use log::{CallLog, CallbackLog, StreamLog};
+pub use rest::{numbers_json, page_token};
 
 /// The simulated callee: what it says on a stream and how it takes turns (see [`crate::sim`]).
 #[derive(Debug, Clone)]

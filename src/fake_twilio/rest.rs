@@ -18,7 +18,7 @@ use tracing::info;
 
 use super::call::{self, Callbacks, Placed, Source};
 use super::log::{CallLog, Control};
-use super::{callback, fresh_sid, twiml, Shared};
+use super::{callback, fresh_sid, twiml, PhoneNumber, Shared};
 
 /// REST changes waiting for one call's task.
 const CONTROL_QUEUE: usize = 8;
@@ -355,15 +355,25 @@ async fn numbers_page(
     if page > 0 && param("PageToken") != Some(page_token(page).as_str()) {
         return Err(bad(20001, "Invalid PageToken for the requested Page"));
     }
-    let all = &shared.numbers;
+    Ok(Json(numbers_json(
+        &shared.account_sid,
+        &shared.numbers,
+        page,
+        size,
+    ))
+    .into_response())
+}
+
+/// Page `page` (from 0) of `size` of `numbers` as Twilio's `IncomingPhoneNumbers.json` answers
+/// it: the numbers, `page`, `page_size`, `start`/`end`, and the `uri`, `first_page_uri`,
+/// `next_page_uri` and `previous_page_uri` links (with the page's `PageToken`). Shared with
+/// the tests' recording fake of the REST API.
+pub fn numbers_json(account_sid: &str, numbers: &[PhoneNumber], page: usize, size: usize) -> Value {
     let start = page.saturating_mul(size);
-    let slice = all
-        .get(start..all.len().min(start.saturating_add(size)))
+    let slice = numbers
+        .get(start..numbers.len().min(start.saturating_add(size)))
         .unwrap_or(&[]);
-    let base = format!(
-        "/2010-04-01/Accounts/{}/IncomingPhoneNumbers.json",
-        shared.account_sid
-    );
+    let base = format!("/2010-04-01/Accounts/{account_sid}/IncomingPhoneNumbers.json");
     let uri = |p: usize| match p {
         0 => format!("{base}?PageSize={size}&Page=0"),
         p => format!(
@@ -371,12 +381,12 @@ async fn numbers_page(
             page_token(p)
         ),
     };
-    let numbers: Vec<Value> = slice
+    let listed: Vec<Value> = slice
         .iter()
         .map(|n| {
             json!({
                 "sid": n.sid,
-                "account_sid": shared.account_sid,
+                "account_sid": account_sid,
                 "phone_number": n.phone_number,
                 "friendly_name": n.friendly_name,
                 "capabilities": {"voice": true, "sms": true, "mms": true, "fax": false},
@@ -384,9 +394,9 @@ async fn numbers_page(
             })
         })
         .collect();
-    let more = start.saturating_add(size) < all.len();
-    Ok(Json(json!({
-        "incoming_phone_numbers": numbers,
+    let more = start.saturating_add(size) < numbers.len();
+    json!({
+        "incoming_phone_numbers": listed,
         "page": page,
         "page_size": size,
         "start": start,
@@ -395,11 +405,10 @@ async fn numbers_page(
         "first_page_uri": uri(0),
         "next_page_uri": if more { json!(uri(page + 1)) } else { Value::Null },
         "previous_page_uri": if page > 0 { json!(uri(page - 1)) } else { Value::Null },
-    }))
-    .into_response())
+    })
 }
 
 /// The `PageToken` of page `page` (opaque to clients, checked on the way back).
-fn page_token(page: usize) -> String {
+pub fn page_token(page: usize) -> String {
     format!("PT{page:08}")
 }

@@ -42,6 +42,11 @@ pub async fn postgres(test: &str) -> anyhow::Result<Option<Scratch>> {
 }
 
 impl Scratch {
+    /// The database's name, `relay_test_<32 hex>`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Drop the database, closing whatever still holds a connection to it.
     ///
     /// # Errors

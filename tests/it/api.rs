@@ -9,7 +9,7 @@ use twilio_realtime_relay::fake_openai::{FakeOpenAi, FakeOptions};
 use twilio_realtime_relay::sim;
 
 use crate::fake_twilio::{FakeNumber, FakeTwilio};
-use crate::support::{call_options, clip, spawn_app, spawn_with_fake, TestApp};
+use crate::support::{call_options, clip, spawn_app, spawn_with_fake, twiml_parameters, TestApp};
 
 const TOKEN: &str = "test-api-token-0123456789";
 
@@ -247,17 +247,7 @@ async fn per_call_instructions_voice_and_greeting_reach_that_calls_session() {
     assert_eq!(status, StatusCode::CREATED);
     // Play Twilio: answer with the stream and the parameters the TwiML carries.
     let xml = twilio.requests().pop().unwrap().form_values("Twiml")[0].to_string();
-    let doc = roxmltree::Document::parse(&xml).unwrap();
-    let params: Vec<(String, String)> = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("Parameter"))
-        .map(|n| {
-            (
-                n.attribute("name").unwrap().into(),
-                n.attribute("value").unwrap().into(),
-            )
-        })
-        .collect();
+    let params = twiml_parameters(&xml);
     let mut opts = call_options(&app, vec![clip("caller-hello.wav")]);
     opts.params = params;
     let report = sim::run(opts).await.unwrap();

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use twilio_realtime_relay::fake_twilio::{numbers_json, page_token, PhoneNumber};
 
 /// Who the fake accepts and what it serves at start.
 pub struct FakeTwilioOptions {
@@ -447,48 +448,14 @@ fn numbers_page(shared: &Shared, query: &[(String, String)]) -> Response {
         let message = "Invalid PageToken for the requested Page";
         return twilio_error(StatusCode::BAD_REQUEST, 20001, message);
     }
-    let start = page * size;
-    let all = &inner.numbers;
-    let slice = all.get(start..all.len().min(start + size)).unwrap_or(&[]);
-    let base = format!(
-        "/2010-04-01/Accounts/{}/IncomingPhoneNumbers.json",
-        shared.account_sid
-    );
-    let uri = |p: usize| match p {
-        0 => format!("{base}?PageSize={size}&Page=0"),
-        p => format!(
-            "{base}?PageSize={size}&Page={p}&PageToken={}",
-            page_token(p)
-        ),
-    };
-    let numbers: Vec<Value> = slice
+    let numbers: Vec<PhoneNumber> = inner
+        .numbers
         .iter()
-        .map(|n| {
-            json!({
-                "sid": n.sid,
-                "account_sid": shared.account_sid,
-                "phone_number": n.phone_number,
-                "friendly_name": n.friendly_name,
-                "capabilities": {"voice": true, "sms": true, "mms": true, "fax": false},
-                "voice_url": null,
-            })
+        .map(|n| PhoneNumber {
+            sid: n.sid.clone(),
+            phone_number: n.phone_number.clone(),
+            friendly_name: n.friendly_name.clone(),
         })
         .collect();
-    let more = start + size < all.len();
-    Json(json!({
-        "incoming_phone_numbers": numbers,
-        "page": page,
-        "page_size": size,
-        "start": start,
-        "end": start + slice.len().saturating_sub(1),
-        "uri": uri(page),
-        "first_page_uri": uri(0),
-        "next_page_uri": if more { json!(uri(page + 1)) } else { Value::Null },
-        "previous_page_uri": if page > 0 { json!(uri(page - 1)) } else { Value::Null },
-    }))
-    .into_response()
-}
-
-fn page_token(page: usize) -> String {
-    format!("PT{page:08}")
+    Json(numbers_json(&shared.account_sid, &numbers, page, size)).into_response()
 }

@@ -15,7 +15,7 @@ use twilio_realtime_relay::store::scratch;
 use twilio_realtime_relay::transcript::EndReason;
 
 use crate::fake_twilio::FakeTwilio;
-use crate::support::{call_options, clip, eventually, spawn_with_fake, TestApp};
+use crate::support::{call_options, clip, eventually, spawn_with_fake, twiml_parameters, TestApp};
 
 const TOKEN: &str = "instances-token";
 
@@ -78,17 +78,7 @@ async fn on_postgres_a_call_placed_on_one_instance_streams_to_another_with_its_o
 
     // Play Twilio: the call's stream lands on B with the TwiML's parameters.
     let xml = twilio.requests().pop().unwrap().form_values("Twiml")[0].to_string();
-    let doc = roxmltree::Document::parse(&xml).unwrap();
-    let params: Vec<(String, String)> = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("Parameter"))
-        .map(|n| {
-            (
-                n.attribute("name").unwrap().into(),
-                n.attribute("value").unwrap().into(),
-            )
-        })
-        .collect();
+    let params = twiml_parameters(&xml);
     let mut opts = call_options(&b, vec![clip("caller-hello.wav")]);
     opts.params = params;
     opts.call_sid = Some(sid.clone());

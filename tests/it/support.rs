@@ -194,3 +194,16 @@ pub fn call_options(app: &TestApp, clips: Vec<Vec<u8>>) -> twilio_realtime_relay
     ];
     opts
 }
+
+/// The `<Parameter name value>` pairs of a TwiML document, in order (what Twilio sends as the
+/// stream's `start.customParameters`). Panics on TwiML that is not XML.
+pub fn twiml_parameters(xml: &str) -> Vec<(String, String)> {
+    let doc = roxmltree::Document::parse(xml).expect("TwiML is XML");
+    doc.descendants()
+        .filter(|n| n.has_tag_name("Parameter"))
+        .map(|n| {
+            let attribute = |a| n.attribute(a).unwrap_or_default().to_string();
+            (attribute("name"), attribute("value"))
+        })
+        .collect()
+}

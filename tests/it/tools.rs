@@ -14,7 +14,7 @@ use twilio_realtime_relay::sim;
 
 use crate::fake_twilio::FakeTwilio;
 use crate::fake_webhook::{Answer, FakeWebhook};
-use crate::support::{call_options, clip, metric, spawn_with_fake, TestApp};
+use crate::support::{call_options, clip, metric, spawn_with_fake, twiml_parameters, TestApp};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -587,18 +587,8 @@ async fn an_api_call_chooses_its_tools_and_unknown_names_are_422() {
         .await;
     assert_eq!(status, 201, "{body}");
     let xml = twilio.requests().pop().unwrap().form_values("Twiml")[0].to_string();
-    let doc = roxmltree::Document::parse(&xml).unwrap();
     let mut call = call_options(&app, vec![clip("caller-hello.wav")]);
-    call.params = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("Parameter"))
-        .map(|n| {
-            (
-                n.attribute("name").unwrap().into(),
-                n.attribute("value").unwrap().into(),
-            )
-        })
-        .collect();
+    call.params = twiml_parameters(&xml);
     sim::run(call).await.expect("call");
     app.calls_finished().await;
 
