@@ -41,7 +41,10 @@ pub async fn spawn_app_on(listener: TcpListener, mut config: Config) -> TestApp 
     }
     let addr = listener.local_addr().expect("addr");
     let mut state = AppState::new(config);
-    state.start_cluster().await.expect("DATABASE_URL");
+    // `serve` refuses to start without its database; tests of an unreachable one still serve.
+    if let Err(e) = state.start_cluster().await {
+        eprintln!("cluster not started: {e:#}");
+    }
     let stop = CancellationToken::new();
     let server = tokio::spawn(app::serve(
         listener,
