@@ -10,6 +10,7 @@ COPY src ./src
 COPY assets ./assets
 # Embedded at compile time by `sqlx::migrate!`.
 COPY migrations ./migrations
+COPY build.rs ./
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
     && strip target/release/twilio-realtime-relay
 
