@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -62,34 +63,99 @@ impl CallHandle {
     }
 }
 
-/// Calls in progress by CallSid. Cheap to clone.
+/// How long an end reason announced for a call not (yet) streaming here is kept for a stream
+/// that starts after it ([`ActiveCalls::announce_end`]): the time Twilio takes to act on a
+/// hang-up, with room to spare.
+pub const ANNOUNCED_TTL: Duration = Duration::from_secs(30);
+
+/// At most this many announced reasons are kept; the oldest goes first.
+pub const ANNOUNCED_MAX: usize = 1024;
+
+/// Calls in progress by CallSid, and end reasons announced for calls whose stream has not
+/// started yet. Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct ActiveCalls(Arc<Mutex<HashMap<String, CallHandle>>>);
+pub struct ActiveCalls(Arc<Mutex<Calls>>);
+
+#[derive(Debug, Default)]
+struct Calls {
+    held: HashMap<String, CallHandle>,
+    /// CallSid → (reason, when announced), for [`ActiveCalls::announce_end`].
+    announced: HashMap<String, (EndReason, Instant)>,
+}
 
 impl ActiveCalls {
-    /// Register `call_sid` (on Twilio's `start`).
+    /// Register `call_sid` (on Twilio's `start`). A reason announced for it within
+    /// [`ANNOUNCED_TTL`] is set on `handle` first, so a hang-up asked for while the stream was
+    /// connecting is not mistaken for the caller's when Twilio's `stop` arrives.
     pub fn register(&self, call_sid: &str, handle: CallHandle) {
-        self.lock().insert(call_sid.to_string(), handle);
+        let mut calls = self.lock();
+        if let Some((reason, at)) = calls.announced.remove(call_sid) {
+            if at.elapsed() <= ANNOUNCED_TTL {
+                handle.set_reason(reason);
+            }
+        }
+        calls.held.insert(call_sid.to_string(), handle);
     }
 
     /// Forget `call_sid` (when its call ends).
     pub fn remove(&self, call_sid: &str) {
-        self.lock().remove(call_sid);
+        self.lock().held.remove(call_sid);
     }
 
     /// The handle of `call_sid`, if it is in progress here.
     pub fn get(&self, call_sid: &str) -> Option<CallHandle> {
-        self.lock().get(call_sid).cloned()
+        self.lock().held.get(call_sid).cloned()
     }
 
     /// End `call_sid` if it is in progress here; returns whether it was.
     pub fn end(&self, call_sid: &str, reason: EndReason) -> bool {
-        let handle = self.lock().get(call_sid).cloned();
+        let handle = self.get(call_sid);
         handle.map(|h| h.end(reason)).is_some()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CallHandle>> {
-        self.0.lock().expect("active calls lock poisoned")
+    /// Say why `call_sid` is about to end, before asking Twilio to end it: set on its handle
+    /// when it is in progress here (returned), else kept for a stream of that call that starts
+    /// within [`ANNOUNCED_TTL`] ([`ActiveCalls::register`] applies it). One lock for both, so
+    /// a stream that starts meanwhile cannot miss it.
+    pub fn announce_end(&self, call_sid: &str, reason: EndReason) -> Option<CallHandle> {
+        let mut calls = self.lock();
+        if let Some(handle) = calls.held.get(call_sid) {
+            handle.set_reason(reason);
+            return Some(handle.clone());
+        }
+        calls
+            .announced
+            .retain(|_, (_, at)| at.elapsed() <= ANNOUNCED_TTL);
+        if calls.announced.len() >= ANNOUNCED_MAX {
+            let oldest = calls.announced.iter().min_by_key(|(_, (_, at))| *at);
+            if let Some(sid) = oldest.map(|(sid, _)| sid.clone()) {
+                calls.announced.remove(&sid);
+            }
+        }
+        calls
+            .announced
+            .insert(call_sid.to_string(), (reason, Instant::now()));
+        None
+    }
+
+    /// Take back what [`ActiveCalls::announce_end`] said when the end did not happen (Twilio
+    /// refused): the announcement is forgotten and the handle's reason retracted.
+    pub fn withdraw(&self, call_sid: &str, reason: EndReason) {
+        let mut calls = self.lock();
+        if calls
+            .announced
+            .get(call_sid)
+            .is_some_and(|(r, _)| *r == reason)
+        {
+            calls.announced.remove(call_sid);
+        }
+        if let Some(handle) = calls.held.get(call_sid) {
+            handle.retract_reason(reason);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Calls> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -123,5 +189,46 @@ mod tests {
         assert_eq!(handle.reason(), Some(EndReason::ApiHangup));
         calls.remove("CA1");
         assert!(!calls.end("CA1", EndReason::ApiHangup));
+    }
+
+    #[test]
+    fn a_reason_announced_before_the_stream_starts_is_the_calls_reason() {
+        let root = CancellationToken::new();
+        let calls = ActiveCalls::default();
+        assert!(calls.announce_end("CA2", EndReason::ApiHangup).is_none());
+        let handle = CallHandle::new(&root);
+        calls.register("CA2", handle.clone());
+        // Twilio's `stop` that the hang-up causes.
+        handle.end(EndReason::CallerHungUp);
+        assert_eq!(handle.reason(), Some(EndReason::ApiHangup));
+        // Used once: a later stream of the same CallSid starts clean.
+        calls.remove("CA2");
+        let again = CallHandle::new(&root);
+        calls.register("CA2", again.clone());
+        again.end(EndReason::CallerHungUp);
+        assert_eq!(again.reason(), Some(EndReason::CallerHungUp));
+    }
+
+    #[test]
+    fn a_withdrawn_announcement_leaves_the_call_as_it_was() {
+        let root = CancellationToken::new();
+        let calls = ActiveCalls::default();
+        calls.announce_end("CA3", EndReason::ApiHangup);
+        calls.withdraw("CA3", EndReason::ApiHangup);
+        let handle = CallHandle::new(&root);
+        calls.register("CA3", handle.clone());
+        assert_eq!(handle.reason(), None);
+        assert!(calls.announce_end("CA3", EndReason::ApiHangup).is_some());
+        calls.withdraw("CA3", EndReason::ApiHangup);
+        assert_eq!(handle.reason(), None, "the call goes on with no reason");
+    }
+
+    #[test]
+    fn announcements_are_bounded() {
+        let calls = ActiveCalls::default();
+        for i in 0..ANNOUNCED_MAX + 10 {
+            calls.announce_end(&format!("CA{i}"), EndReason::ApiHangup);
+        }
+        assert_eq!(calls.lock().announced.len(), ANNOUNCED_MAX);
     }
 }

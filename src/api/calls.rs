@@ -303,7 +303,8 @@ pub async fn transcript(
 /// that said; for a call neither knows, 404. With several instances ([`crate::cluster`]) a call
 /// streaming on another one counts as in progress here: that instance records `api_hangup`
 /// before Twilio is asked (waiting at most [`crate::cluster::ACK_TIMEOUT`] for it) and ends
-/// the stream once Twilio accepts. A `call_sid` that is not `CA` + 32 hex digits is 422
+/// the stream once Twilio accepts. A stream of the call that starts (on any instance) while
+/// Twilio is being asked begins with `api_hangup` as its reason. A `call_sid` that is not `CA` + 32 hex digits is 422
 /// and never reaches Twilio.
 pub async fn hang_up(
     State(state): State<AppState>,
@@ -317,11 +318,15 @@ pub async fn hang_up(
     }
     let twilio = twilio(&state)?;
     // Say why before Twilio's `stop` arrives, so the transcript does not blame the caller.
-    let handle = state.active.get(&call_sid);
-    let record = read_record(&state, &call_sid).await?;
-    if let Some(h) = &handle {
-        h.set_reason(EndReason::ApiHangup);
-    }
+    // A stream that starts while Twilio is being asked picks the reason up when it registers.
+    let handle = state.active.announce_end(&call_sid, EndReason::ApiHangup);
+    let record = match read_record(&state, &call_sid).await {
+        Ok(record) => record,
+        Err(e) => {
+            state.active.withdraw(&call_sid, EndReason::ApiHangup);
+            return Err(e);
+        }
+    };
     // Not here: the instance holding its stream (if any) says why, and acknowledges first.
     let held_elsewhere = match (&handle, &state.cluster) {
         (None, Some(cluster)) => cluster.prepare_hangup(&call_sid).await,
@@ -349,16 +354,18 @@ pub async fn hang_up(
                 "message": "the call had already ended (Twilio 20404)"}),
             "completed".to_string(),
         ),
-        Err(e) if e.is_not_found() => {
-            return Err(ApiError::NotFound(format!(
-                "no call {call_sid}: not in this relay's records and unknown to Twilio (20404)"
-            )))
+        Err(e) => {
+            state.active.withdraw(&call_sid, EndReason::ApiHangup);
+            if e.is_not_found() {
+                return Err(ApiError::NotFound(format!(
+                    "no call {call_sid}: not in this relay's records and unknown to Twilio (20404)"
+                )));
+            }
+            return Err(e.into());
         }
-        Err(e) => return Err(e.into()),
     };
-    if let Some(h) = handle {
-        h.end(EndReason::ApiHangup);
-    }
+    // Also a stream that started here while Twilio was being asked.
+    state.active.end(&call_sid, EndReason::ApiHangup);
     if let (true, Some(cluster)) = (held_elsewhere, &state.cluster) {
         cluster.finish_hangup(&call_sid).await;
     }

@@ -126,10 +126,13 @@ async fn handle(cluster: &Cluster, payload: &str, events: &EventHub, active: &Ac
             request_id,
             call_sid,
         } => {
-            let Some(handle) = active.get(&call_sid) else {
+            // Not held here (yet): kept, so a stream that lands here meanwhile starts with it.
+            if active
+                .announce_end(&call_sid, EndReason::ApiHangup)
+                .is_none()
+            {
                 return;
-            };
-            handle.set_reason(EndReason::ApiHangup);
+            }
             info!(%call_sid, from = %origin, "hang-up requested through another instance");
             let ack = Message::HangupAck {
                 origin: cluster.origin().to_string(),

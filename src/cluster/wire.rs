@@ -31,7 +31,8 @@ pub enum Message {
     /// A call event too long to notify: its [`Message::Event`] JSON is row `id` of `cluster_events`.
     StoredEvent { origin: String, id: i64 },
     /// `origin` is about to ask Twilio to hang `call_sid` up: whoever holds its stream records
-    /// `api_hangup` and answers [`Message::HangupAck`].
+    /// `api_hangup` and answers [`Message::HangupAck`]; the others keep the reason for a stream
+    /// of that call that lands on them meanwhile ([`crate::active::ActiveCalls::announce_end`]).
     HangupRequest {
         origin: String,
         request_id: String,

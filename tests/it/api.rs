@@ -323,6 +323,59 @@ async fn hanging_up_a_live_call_ends_it_with_api_hangup_and_an_ended_call_is_200
 }
 
 #[tokio::test]
+async fn a_hang_up_asked_while_the_stream_connects_is_recorded_as_api_hangup() {
+    let twilio = FakeTwilio::start().await;
+    let (app, fake) = api_app(&twilio, |_| {}).await;
+    let (_, placed) = json_of(
+        &app,
+        api("POST", "/api/calls", Some(json!({"to": "+15551234567"}))),
+    )
+    .await;
+    let sid = placed["call_sid"].as_str().unwrap().to_string();
+    let xml = twilio.requests().pop().unwrap().form_values("Twiml")[0].to_string();
+    // Answered, as the callback says, but its media stream has not started yet.
+    twilio.set_call_status(&sid, "in-progress");
+    let answered = format!("CallSid={sid}&CallStatus=in-progress&SequenceNumber=2");
+    let (status, _, _) = app.request(status_callback(&answered)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    // The stream starts while the relay waits for Twilio to accept the hang-up.
+    let release = twilio.hold_next();
+    let mut opts = call_options(&app, vec![clip("caller-hello.wav"); 4]);
+    opts.params = twiml_parameters(&xml);
+    opts.call_sid = Some(sid.clone());
+    opts.max_call_ms = 60_000;
+    let hang_up = app.request(api("POST", &format!("/api/calls/{sid}/hangup"), None));
+    let connect = async {
+        twilio.wait_for_requests(2).await;
+        let call = tokio::spawn(sim::run(opts));
+        assert!(
+            fake.wait_for(std::time::Duration::from_secs(10), |c| c
+                .first()
+                .is_some_and(|c| !c.appended_audio.is_empty()))
+                .await,
+            "the stream never reached the Realtime stand-in"
+        );
+        drop(release);
+        call
+    };
+    let ((status, _, body), call) = tokio::join!(hang_up, connect);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let report = call.await.unwrap().unwrap();
+    assert!(
+        report.closed_by_server,
+        "the relay ended the stream that started meanwhile: {}",
+        report.summary()
+    );
+    app.calls_finished().await;
+    assert_eq!(app.transcript(&sid)["end_reason"], "api_hangup");
+    let (_, record) = json_of(&app, api("GET", &format!("/api/calls/{sid}"), None)).await;
+    assert_eq!(record["end_reason"], "api_hangup", "{record}");
+    assert_eq!(record["status"], "completed", "{record}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn hanging_up_a_placed_call_that_is_still_ringing_cancels_it() {
     let twilio = FakeTwilio::start().await;
     let (app, _fake) = api_app(&twilio, |_| {}).await;

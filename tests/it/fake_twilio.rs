@@ -3,7 +3,8 @@
 //! It checks basic auth against one (user, password) pair, places, redirects (`Twiml`) and hangs up
 //! calls, pages through
 //! a list of numbers, answers in Twilio's JSON shapes (errors included), can be scripted to answer
-//! the next request(s) with anything, and records every request so tests can assert what was sent.
+//! the next request(s) with anything or to hold its answer until the test releases it, and
+//! records every request so tests can assert what was sent.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,7 +17,7 @@ use axum::{Form, Json, Router};
 use base64::Engine;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use twilio_realtime_relay::fake_twilio::{numbers_json, page_token, PhoneNumber};
 
@@ -108,6 +109,8 @@ struct Scripted {
 struct Inner {
     requests: Vec<RecordedRequest>,
     scripted: VecDeque<Scripted>,
+    /// Released (sent or dropped) by the test before the next request is answered.
+    holds: VecDeque<oneshot::Receiver<()>>,
     calls: Vec<FakeCall>,
     numbers: Vec<FakeNumber>,
     page_size: usize,
@@ -242,6 +245,15 @@ impl FakeTwilio {
         });
     }
 
+    /// Hold the answer to the next request until the returned sender is used or dropped (at most
+    /// 10 s), so a test can act while the relay waits on Twilio. Recorded on arrival as ever.
+    #[allow(dead_code)]
+    pub fn hold_next(&self) -> oneshot::Sender<()> {
+        let (release, held) = oneshot::channel();
+        self.shared.lock().holds.push_back(held);
+        release
+    }
+
     /// Replace the account's numbers and the default page size.
     pub fn set_numbers(&self, numbers: Vec<FakeNumber>, page_size: usize) {
         let mut inner = self.shared.lock();
@@ -317,8 +329,12 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         });
         let count = inner.requests.len();
         shared.seen.send_replace(count);
-        inner.scripted.pop_front()
+        (inner.scripted.pop_front(), inner.holds.pop_front())
     };
+    let (scripted, held) = scripted;
+    if let Some(held) = held {
+        let _ = tokio::time::timeout(Duration::from_secs(10), held).await;
+    }
     if let Some(s) = scripted {
         return (s.status, [(header::CONTENT_TYPE, s.content_type)], s.body).into_response();
     }
