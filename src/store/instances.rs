@@ -296,17 +296,17 @@ impl Store {
 
     /// Close one call as `server_lost` at `at` (record, transcript, export, `call.ended`);
     /// false if it had ended meanwhile. A record Twilio's callback already ended counts as open
-    /// while the relay never finished its transcript (the stream died with the instance).
+    /// while it has no end reason: the relay gives one whenever it finishes a call, so the
+    /// stream died with the instance. (Not judged by the transcript: its first turn may still
+    /// have been in the instance's write queue.)
     async fn close_call(&self, sid: &str, at: DateTime<Utc>) -> anyhow::Result<bool> {
         let transcript = self.transcript(sid).await?;
-        let stream_unfinished = transcript.as_ref().is_some_and(|t| t.ended_at.is_none());
         let mut closed = false;
         self.try_update(
             sid,
             || crate::records::CallRecord::new(sid, "inbound", "in-progress"),
             |r| {
-                let unfinished = stream_unfinished && r.end_reason.is_none();
-                if r.is_ended() && !unfinished {
+                if r.is_ended() && r.end_reason.is_some() {
                     return;
                 }
                 closed = true;

@@ -146,10 +146,29 @@ async fn on_postgres_a_crashed_instances_calls_are_closed_by_another_within_the_
             |r| r.instance_id = Some("relay-a".into()),
         )
         .await;
+    // A second call of A's whose stream died with it: Twilio's `completed` reaches B first,
+    // before any of its turns were written.
+    let twilio_first = "CA000000000000000000000000000000a2";
+    a.state
+        .store
+        .update(
+            twilio_first,
+            || CallRecord::new(twilio_first, "outbound-api", "in-progress"),
+            |r| r.instance_id = Some("relay-a".into()),
+        )
+        .await;
     let mut feed = b.state.events.subscribe(sid);
+    let mut twilio_first_feed = b.state.events.subscribe(twilio_first);
     let a_store = a.state.store.clone();
     let _dir = a.crash();
     let crashed = Instant::now();
+    let completed = Request::post("/twilio/status")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!(
+            "CallSid={twilio_first}&CallStatus=completed&SequenceNumber=4&CallDuration=2"
+        )))
+        .unwrap();
+    assert_eq!(b.request(completed).await.0, StatusCode::NO_CONTENT);
 
     let ended = tokio::time::timeout(Duration::from_secs(10), feed.recv())
         .await
@@ -182,6 +201,27 @@ async fn on_postgres_a_crashed_instances_calls_are_closed_by_another_within_the_
         record.ended_at,
         Some(a_row.heartbeat_at),
         "ended at A's last heartbeat"
+    );
+    assert_eq!(record.status, "completed");
+    let ended = tokio::time::timeout(Duration::from_secs(10), twilio_first_feed.recv())
+        .await
+        .expect("B closed the call Twilio had completed")
+        .unwrap();
+    assert!(
+        matches!(
+            ended,
+            CallEvent::Ended {
+                end_reason: EndReason::ServerLost,
+                ..
+            }
+        ),
+        "{ended:?}"
+    );
+    let record = store.get(twilio_first).await.unwrap().unwrap();
+    assert_eq!(
+        record.end_reason,
+        Some(EndReason::ServerLost),
+        "not hidden by Twilio's callback: {record:?}"
     );
     assert_eq!(record.status, "completed");
     let (status, _) = call(&b, api("GET", "/api/calls", None)).await;
