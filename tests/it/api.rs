@@ -357,11 +357,11 @@ async fn a_hang_up_asked_while_the_stream_connects_is_recorded_as_api_hangup() {
             "the stream never reached the Realtime stand-in"
         );
         drop(release);
-        call
+        // Ends once the hang-up, polled beside this, has ended the stream.
+        call.await.unwrap().unwrap()
     };
-    let ((status, _, body), call) = tokio::join!(hang_up, connect);
+    let ((status, _, body), report) = tokio::join!(hang_up, connect);
     assert_eq!(status, StatusCode::OK, "{body}");
-    let report = call.await.unwrap().unwrap();
     assert!(
         report.closed_by_server,
         "the relay ended the stream that started meanwhile: {}",
