@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use crate::audio::BYTES_PER_MS;
+use crate::audio::{BYTES_PER_MS, FRAME_MS};
 use crate::bridge::playback::Cut;
 
 /// A caller timestamp may run ahead of the relay's own clock by this much, ms (the relay's
@@ -27,11 +27,18 @@ pub fn samples(ms: u64) -> u64 {
 }
 
 /// Where a caller frame stamped `timestamp_ms` goes when `elapsed_ms` have passed since `start`
-/// (by the relay's clock); `None` (no or unreadable timestamp): at the end of the track.
+/// (by the relay's clock), on a track of `track_len` samples. A gap of up to one frame is jitter
+/// in the stamps, not lost audio, so the frame follows the previous one (no click of silence
+/// mid-word); a longer gap is filled with silence. No or an unreadable timestamp: at the end.
 pub fn caller_position(timestamp_ms: Option<u64>, elapsed_ms: u64, track_len: u64) -> u64 {
-    match timestamp_ms {
-        Some(ts) => samples(ts.min(elapsed_ms + CALLER_LEAD_MS)),
-        None => track_len,
+    let Some(ts) = timestamp_ms else {
+        return track_len;
+    };
+    let at = samples(ts.min(elapsed_ms + CALLER_LEAD_MS));
+    if at <= track_len + samples(FRAME_MS as u64) {
+        track_len
+    } else {
+        at
     }
 }
 
@@ -99,8 +106,12 @@ mod tests {
 
     #[test]
     fn caller_frames_go_at_their_timestamp_but_never_far_ahead_of_the_clock() {
-        assert_eq!(caller_position(Some(40), 40, 0), 320);
+        assert_eq!(caller_position(Some(100), 100, 0), 800);
         assert_eq!(caller_position(None, 40, 123), 123);
+        // Stamped 5 ms late (jitter): right after the previous frame.
+        assert_eq!(caller_position(Some(45), 45, samples(40)), samples(40));
+        // Stamped early (a burst): after the previous frame too, nothing overwritten.
+        assert_eq!(caller_position(Some(30), 45, samples(40)), samples(40));
         // A bogus timestamp an hour ahead is held to the clock plus the lead.
         assert_eq!(
             caller_position(Some(3_600_000), 1_000, 0),
