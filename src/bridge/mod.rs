@@ -492,9 +492,12 @@ async fn finish(app: AppState, ctx: CallCtx, sides: Sides, started: Instant, cou
         mut out,
         ..
     } = sides;
-    let recording = crate::recording::finish(inbound.recorder.take(), out.recorder.take()).await;
     if let Some(call) = &inbound.call {
         app.active.remove(&call.call_sid);
+    }
+    // Assembling the WAV takes a moment on a long call: the call is no longer active meanwhile.
+    let recording = crate::recording::finish(inbound.recorder.take(), out.recorder.take()).await;
+    if let Some(call) = &inbound.call {
         let (from, to) = (
             call.param("From").map(str::to_string),
             call.param("To").map(str::to_string),
