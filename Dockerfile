@@ -20,15 +20,16 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /app --create-home relay \
-    && install -d -o relay -g relay /app/data /app/data/transcripts
+    && install -d -o relay -g relay /app/data /app/data/transcripts /app/data/recordings
 WORKDIR /app
 COPY --from=build /src/target/release/twilio-realtime-relay /usr/local/bin/twilio-realtime-relay
 USER relay
-# Everything the relay keeps lives under /app/data (owned by `relay`): the SQLite database and the
-# JSON transcript export. Mount a volume there (fly.toml, render.yaml), or set DATABASE_URL to a
-# PostgreSQL database when several instances share the load.
+# Everything the relay keeps lives under /app/data (owned by `relay`): the SQLite database, the
+# JSON transcript export and, with RECORDING=on, the recordings. Mount a volume there (fly.toml,
+# render.yaml), or set DATABASE_URL to a PostgreSQL database when several instances share the load.
 ENV HOST=0.0.0.0 PORT=8080 LOG_FORMAT=json \
-    DATABASE_URL=sqlite:///app/data/relay.db TRANSCRIPT_DIR=/app/data/transcripts
+    DATABASE_URL=sqlite:///app/data/relay.db TRANSCRIPT_DIR=/app/data/transcripts \
+    RECORDING_DIR=/app/data/recordings
 VOLUME /app/data
 EXPOSE 8080
 ENTRYPOINT ["twilio-realtime-relay"]

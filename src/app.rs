@@ -62,7 +62,8 @@ pub struct AppState {
 impl AppState {
     /// State for `config` with fresh counters and the store of `DATABASE_URL` (connected on
     /// first use; [`serve`] registers the instance before serving).
-    /// Temp files a crash left in `TRANSCRIPT_DIR` (and its `calls/`) are removed first.
+    /// Temp files a crash left in `TRANSCRIPT_DIR` (and its `calls/`) and `RECORDING_DIR` are
+    /// removed first.
     ///
     /// # Panics
     /// Outside a Tokio runtime (the pool's lazy connection needs one), or when `DATABASE_URL`
@@ -77,6 +78,10 @@ impl AppState {
             if removed > 0 {
                 info!(removed, dir = %dir.display(), "removed temp files an earlier run left");
             }
+        }
+        let removed = crate::recording::remove_leftovers(&config.recording_dir);
+        if removed > 0 {
+            info!(removed, dir = %config.recording_dir.display(), "removed recording temp files an earlier run left");
         }
         let stats = Stats::default();
         let events = EventHub::default();
@@ -204,6 +209,15 @@ pub async fn serve(
     let beat = CancellationToken::new();
     let _beat_guard = beat.clone().drop_guard();
     tokio::spawn(state.store.clone().run_heartbeat(beat.clone()));
+    if let Some(days) = state.config.recording_retention_days {
+        let dir = state.config.recording_dir.clone();
+        tokio::spawn(crate::recording::retention::run(
+            dir,
+            days,
+            state.store.clone(),
+            beat.clone(),
+        ));
+    }
     let app = build_router(state.clone());
     let stop_http = CancellationToken::new();
     let http = tokio::spawn(server::serve_http(

@@ -18,12 +18,24 @@ pub const DEFAULT_INSTRUCTIONS: &str = "You are a friendly, concise phone assist
 /// Default `DATABASE_URL`: an SQLite file beside the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/relay.db";
 
+/// Default `RECORDING_DIR`: inside the data directory, beside the default SQLite database.
+pub const DEFAULT_RECORDING_DIR: &str = "./data/recordings";
+
 /// `TRANSCRIPT_EXPORT`: whether transcripts are also written as JSON files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TranscriptExport {
     /// `TRANSCRIPT_DIR/{CallSid}.json`, written from the store at call end.
     Json,
     /// Transcripts only in the store.
+    Off,
+}
+
+/// `RECORDING`: whether calls are recorded (stereo WAV in `RECORDING_DIR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecordingMode {
+    /// `RECORDING_DIR/{CallSid}.wav`, the caller left, the assistant right.
+    On,
+    /// No recordings.
     Off,
 }
 
@@ -161,6 +173,16 @@ pub struct Config {
         default_value = "gpt-4o-mini-transcribe"
     )]
     pub transcription_model: String,
+    /// `on`: record every assistant call as `RECORDING_DIR/{CallSid}.wav` (stereo, 8 kHz);
+    /// `off`: record nothing. Mind consent law (see the README).
+    #[arg(long, env = "RECORDING", value_enum, default_value = "off")]
+    pub recording: RecordingMode,
+    /// Directory of `{CallSid}.wav` recordings (and their temp tracks while calls run).
+    #[arg(long, env = "RECORDING_DIR", default_value = DEFAULT_RECORDING_DIR)]
+    pub recording_dir: PathBuf,
+    /// Recordings older than this many days are deleted (at start-up and hourly); unset: kept.
+    #[arg(long, env = "RECORDING_RETENTION_DAYS")]
+    pub recording_retention_days: Option<u32>,
     /// Directory of `{CallSid}.json` transcripts.
     #[arg(long, env = "TRANSCRIPT_DIR", default_value = "./transcripts")]
     pub transcript_dir: PathBuf,
@@ -330,6 +352,15 @@ impl Config {
             return Err(ConfigError {
                 variable: "DATABASE_URL",
                 reason,
+            });
+        }
+        if self
+            .recording_retention_days
+            .is_some_and(|d| !(1..=36_500).contains(&d))
+        {
+            return Err(ConfigError {
+                variable: "RECORDING_RETENTION_DAYS",
+                reason: "must be between 1 and 36500 days (unset keeps recordings forever)".into(),
             });
         }
         if !(1..=300).contains(&self.instance_heartbeat_secs) {

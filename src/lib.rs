@@ -33,6 +33,8 @@
 //! - [`audio`]: G.711 μ-law codec and framing constants.
 //! - [`verify`]: `X-Twilio-Signature` checks on everything Twilio calls.
 //! - [`wav`]: reading caller clips and writing what the caller heard.
+//! - [`recording`]: call recordings (`RECORDING=on`): per-call tracks, the stereo WAV, retention,
+//!   the download.
 //! - [`sim`]: the `call` subcommand, a Twilio Media Streams simulator.
 //! - [`fake_openai`]: the `fake-openai` subcommand, a local Realtime API stand-in.
 //! - [`fake_twilio`]: the `fake-twilio` subcommand, a local stand-in for Twilio's REST API and
@@ -57,6 +59,7 @@ pub mod fake_twilio;
 pub mod load;
 pub mod metrics;
 pub mod realtime;
+pub mod recording;
 pub mod records;
 pub mod routes;
 pub mod server;

@@ -34,6 +34,9 @@ pub struct CallRecord {
     /// that never streamed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
+    /// The call's recording (`RECORDING=on`), once it is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<crate::recording::RecordingRef>,
     /// Highest status-callback `SequenceNumber` applied.
     #[serde(default, skip_serializing)]
     pub last_sequence: Option<u64>,
@@ -54,6 +57,7 @@ impl CallRecord {
             end_reason: None,
             metadata: None,
             instance_id: None,
+            recording: None,
             last_sequence: None,
         }
     }

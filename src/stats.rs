@@ -42,11 +42,13 @@ pub enum ErrorKind {
     /// A notification between instances failed: not sent, not understood, or its stored
     /// payload not found (`src/cluster`).
     Cluster,
+    /// A call's recording could not be written (the call goes on unrecorded).
+    Recording,
 }
 
 impl ErrorKind {
     /// Every kind: each is exported as 0 from start-up, so alerts can be written before the first error.
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::TwilioMessage,
         ErrorKind::TwilioTimeout,
         ErrorKind::UpstreamEvent,
@@ -62,6 +64,7 @@ impl ErrorKind {
         ErrorKind::HttpTimeout,
         ErrorKind::HttpOverload,
         ErrorKind::Cluster,
+        ErrorKind::Recording,
     ];
 
     /// The `kind` label.
@@ -82,6 +85,7 @@ impl ErrorKind {
             ErrorKind::HttpTimeout => "http_timeout",
             ErrorKind::HttpOverload => "http_overload",
             ErrorKind::Cluster => "cluster",
+            ErrorKind::Recording => "recording",
         }
     }
 }

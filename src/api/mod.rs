@@ -30,6 +30,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/api/calls/{call_sid}/transcript", get(calls::transcript))
         .route("/api/calls/{call_sid}/hangup", post(calls::hang_up))
         .route("/api/calls/{call_sid}/events", get(events::feed))
+        .route(
+            "/api/calls/{call_sid}/recording.wav",
+            get(crate::recording::serve::recording_wav),
+        )
         .route("/api/numbers", get(calls::numbers))
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }

@@ -33,6 +33,7 @@ use super::ToInbound;
 use super::{CallCtx, CallInfo, ToOutbound};
 use crate::app::AppState;
 use crate::realtime::append_json;
+use crate::recording::{CallRecording, Side};
 use crate::stats::ErrorKind;
 use crate::transcript::EndReason;
 use crate::twilio::media::{base64_decoded_len, is_base64, FrameProbe, TwilioEvent};
@@ -82,6 +83,8 @@ pub(super) struct Inbound {
     pub ignored: u64,
     /// What the current session has been sent, for a replay after an expiry mid-turn.
     pub replay: Replay,
+    /// The caller's track of the call's recording (`RECORDING=on`).
+    pub recorder: Option<Side>,
 }
 
 impl Inbound {
@@ -100,6 +103,7 @@ impl Inbound {
             frames_dropped: 0,
             ignored: 0,
             replay: Replay::default(),
+            recorder: None,
         }
     }
 
@@ -172,6 +176,9 @@ impl Inbound {
                     Some(_) => {}
                 }
                 self.frames_in += 1;
+                if let Some(recorder) = self.recorder.as_mut() {
+                    recorder.caller_frame(media.timestamp.as_deref(), &media.payload);
+                }
                 self.app.stats.frame_to_openai(media.payload.len());
                 trace!(bytes = media.payload.len(), "caller audio");
                 let bytes = base64_decoded_len(&media.payload);
@@ -213,6 +220,7 @@ impl Inbound {
                     call_sid: start.call_sid,
                     stream_sid,
                     parameters: start.custom_parameters,
+                    recording: None,
                 };
                 if let Err((kind, reason)) = self.admit(&info).await {
                     self.app.stats.error(kind);
@@ -233,6 +241,10 @@ impl Inbound {
                     tracks = start.tracks.join(","),
                     "stream started"
                 );
+                let mut info = info;
+                info.recording =
+                    CallRecording::start(&self.app.config, &self.app.stats, &info.call_sid);
+                self.recorder = info.recording.as_ref().map(CallRecording::caller);
                 self.call = Some(info.clone());
                 if self
                     .to_outbound

@@ -67,6 +67,8 @@ pub(crate) struct CallInfo {
     pub stream_sid: String,
     /// The TwiML `<Parameter>`s (`From`, `To`, `CallRef` for outbound calls).
     pub parameters: std::collections::BTreeMap<String, String>,
+    /// The call's recording, when `RECORDING=on` (each task writes its own track).
+    pub recording: Option<crate::recording::CallRecording>,
 }
 
 impl CallInfo {
@@ -485,9 +487,17 @@ async fn send_all(
 /// The call is over: record, transcript, event feed, summary line.
 async fn finish(app: AppState, ctx: CallCtx, sides: Sides, started: Instant, count: Sessions) {
     let reason = ctx.handle.reason().unwrap_or(EndReason::ServerShutdown);
-    let Sides { inbound, out, .. } = sides;
+    let Sides {
+        mut inbound,
+        mut out,
+        ..
+    } = sides;
     if let Some(call) = &inbound.call {
         app.active.remove(&call.call_sid);
+    }
+    // Assembling the WAV takes a moment on a long call: the call is no longer active meanwhile.
+    let recording = crate::recording::finish(inbound.recorder.take(), out.recorder.take()).await;
+    if let Some(call) = &inbound.call {
         let (from, to) = (
             call.param("From").map(str::to_string),
             call.param("To").map(str::to_string),
@@ -500,6 +510,7 @@ async fn finish(app: AppState, ctx: CallCtx, sides: Sides, started: Instant, cou
                     r.from = r.from.take().or(from);
                     r.to = r.to.take().or(to);
                     r.end("completed", Some(reason));
+                    r.recording = recording.or(r.recording.take());
                 },
             )
             .await;

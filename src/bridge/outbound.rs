@@ -86,6 +86,8 @@ pub(super) struct Outbound {
     pub(super) idle: IdleWatch,
     /// Tool calls in flight, keys pressed, the call's tool context ([`super::tools`]).
     pub(super) tools: super::tools::CallTools,
+    /// The assistant's track of the call's recording (`RECORDING=on`).
+    pub(super) recorder: Option<crate::recording::Side>,
     /// Response latencies of this call, ms.
     pub latencies_ms: Vec<u64>,
     /// Audio chunks sent to Twilio.
@@ -130,6 +132,7 @@ impl Outbound {
             max_call_at: None,
             idle,
             tools,
+            recorder: None,
             latencies_ms: Vec::new(),
             frames_out: 0,
             barge_ins: 0,
@@ -354,6 +357,9 @@ impl Outbound {
             }
             let media = media_json.frame(chunk);
             self.twilio_tx.feed(Message::text(media)).await?;
+            if let Some(recorder) = self.recorder.as_mut() {
+                recorder.assistant_audio(item_id, chunk);
+            }
             if let Some(after) = marks.after {
                 let mark = TwilioCommand::mark(stream_sid, &after).to_json();
                 self.twilio_tx.feed(Message::text(mark)).await?;
@@ -384,6 +390,9 @@ impl Outbound {
             return Ok(());
         };
         let cuts = self.playback.barge_in(Instant::now());
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.barge_in(&cuts);
+        }
         self.twilio_tx
             .send(Message::text(TwilioCommand::clear(&stream_sid).to_json()))
             .await?;

@@ -89,6 +89,10 @@ pub fn transcribes_caller(config: &Config) -> bool {
 impl Outbound {
     /// Twilio's `start`: the call's record, registry entry, transcript and overrides.
     pub(super) async fn started(&mut self, info: CallInfo) {
+        self.recorder = info
+            .recording
+            .as_ref()
+            .map(crate::recording::CallRecording::assistant);
         let app = &self.ctx.app;
         app.active.register(&info.call_sid, self.ctx.handle.clone());
         let (from, to) = (info.param("From"), info.param("To"));

@@ -20,6 +20,7 @@ mod long_calls;
 mod outbound;
 mod pg;
 mod reconnect;
+mod recording;
 mod signatures;
 mod storage;
 mod store;

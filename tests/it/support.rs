@@ -36,6 +36,9 @@ pub async fn spawn_app(config: Config) -> TestApp {
 pub async fn spawn_app_on(listener: TcpListener, mut config: Config) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     config.transcript_dir = dir.path().to_path_buf();
+    if config.recording_dir.as_os_str() == twilio_realtime_relay::config::DEFAULT_RECORDING_DIR {
+        config.recording_dir = dir.path().join("recordings");
+    }
     if config.database_url == twilio_realtime_relay::config::DEFAULT_DATABASE_URL {
         config.database_url = sqlite_url(dir.path());
     }
