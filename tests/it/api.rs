@@ -346,8 +346,6 @@ async fn a_hang_up_asked_while_the_stream_connects_is_recorded_as_api_hangup() {
     opts.call_sid = Some(sid.clone());
     opts.max_call_ms = 60_000;
     let hang_up = app.request(api("POST", &format!("/api/calls/{sid}/hangup"), None));
-    // Yields the simulated call's task on purpose: it is awaited after the join.
-    #[allow(clippy::async_yields_async)]
     let connect = async {
         twilio.wait_for_requests(2).await;
         let call = tokio::spawn(sim::run(opts));
