@@ -234,7 +234,7 @@ impl EventHub {
     /// The calls that started here and have not ended, oldest first.
     pub fn live_calls(&self) -> Vec<LiveCall> {
         let mut calls: Vec<LiveCall> = self.lock_live().values().cloned().collect();
-        calls.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+        calls.sort_by_key(|c| c.started_at);
         calls
     }
 

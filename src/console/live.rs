@@ -122,8 +122,8 @@ pub async fn hang_up(
     Path(call_sid): Path<String>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    if let Err(refused) = signed.check(&state, &form) {
-        return refused;
+    if !signed.check(&state, &form) {
+        return super::login::forbidden();
     }
     match crate::api::end_call(&state, &call_sid).await {
         Ok(_) => Redirect::to("/").into_response(),
@@ -139,8 +139,8 @@ pub async fn transfer(
     Path(call_sid): Path<String>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    if let Err(refused) = signed.check(&state, &form) {
-        return refused;
+    if !signed.check(&state, &form) {
+        return super::login::forbidden();
     }
     let destination = super::field(&form, "destination").unwrap_or("");
     match crate::api::transfer_call(&state, &call_sid, destination).await {

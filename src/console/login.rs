@@ -21,16 +21,15 @@ pub struct Signed {
 }
 
 impl Signed {
-    /// `Ok` when `form` carries this session's CSRF token; else the 403 page.
-    pub fn check(&self, state: &AppState, form: &[(String, String)]) -> Result<(), Response> {
+    /// Whether `form` carries this session's CSRF token (a refusal is logged; answer it with
+    /// [`forbidden`]).
+    pub fn check(&self, state: &AppState, form: &[(String, String)]) -> bool {
         let given = super::field(form, "csrf").unwrap_or("");
-        let keys = keys(state).ok_or_else(|| layout::disabled().into_response())?;
-        if keys.csrf_ok(&self.session, given) {
-            Ok(())
-        } else {
+        let ok = keys(state).is_some_and(|keys| keys.csrf_ok(&self.session, given));
+        if !ok {
             warn!("console: refused a form without a valid CSRF token");
-            Err(forbidden())
         }
+        ok
     }
 }
 
@@ -161,8 +160,8 @@ pub async fn sign_out(
         Err(Gate::Disabled) => return layout::disabled().into_response(),
         Err(Gate::SignIn) => return Redirect::to("/login").into_response(),
     };
-    if let Err(refused) = signed.check(&state, &form) {
-        return refused;
+    if !signed.check(&state, &form) {
+        return forbidden();
     }
     (
         StatusCode::SEE_OTHER,

@@ -80,8 +80,8 @@ pub async fn submit(
     headers: HeaderMap,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    if let Err(refused) = signed.check(&state, &form) {
-        return refused;
+    if !signed.check(&state, &form) {
+        return super::login::forbidden();
     }
     let text = |name: &str| {
         field(&form, name)
