@@ -172,6 +172,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/health", get(routes::health))
         .route("/metrics", get(routes::metrics))
         .merge(api::router(state.clone()))
+        .merge(crate::console::router())
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         // Every 5xx is logged where it is decided, with its reason (`ApiError`, refused
         // upgrades); tower-http's own line ("response failed", at ERROR) would only repeat it.

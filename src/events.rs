@@ -1,5 +1,7 @@
 //! Live call events for `GET /api/calls/{sid}/events` (Server-Sent Events): one broadcast channel
-//! per call, created on first use and dropped when the call ends.
+//! per call, created on first use and dropped when the call ends; and one hub-wide channel of
+//! every call's events plus `call.started` and `call.state` for the console's live page, with
+//! the table of calls in progress it renders on load.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -13,6 +15,74 @@ use crate::transcript::{EndReason, Role};
 
 /// Events buffered per subscriber before the slowest one starts missing interim lines.
 const CAPACITY: usize = 256;
+/// Events of all calls buffered per console subscriber; one further behind gets `Lagged` (the
+/// console reloads its page) rather than holding memory for it.
+pub const ALL_CAPACITY: usize = 1024;
+
+/// What a call in progress is doing, as the console's live page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CallState {
+    /// Placed, not answered yet (from the record's status).
+    #[serde(rename = "ringing")]
+    Ringing,
+    /// Streaming; nobody's tool is running and the assistant is silent.
+    #[serde(rename = "talking")]
+    Talking,
+    /// The assistant's audio of a response is being sent.
+    #[serde(rename = "assistant speaking")]
+    AssistantSpeaking,
+    /// A tool call is waiting for its result.
+    #[serde(rename = "tool running")]
+    ToolRunning,
+}
+
+impl CallState {
+    /// `ringing`, `talking`, `assistant speaking` or `tool running`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallState::Ringing => "ringing",
+            CallState::Talking => "talking",
+            CallState::AssistantSpeaking => "assistant speaking",
+            CallState::ToolRunning => "tool running",
+        }
+    }
+}
+
+/// A call in progress as the console lists it (`call.started`'s data, with `state`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LiveCall {
+    pub call_sid: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// As in the call record: `inbound`, `outbound-api` or `fork`.
+    pub direction: String,
+    pub started_at: DateTime<Utc>,
+    pub state: CallState,
+}
+
+/// One event of the hub-wide feed: `name` is the SSE `event:` name, `data` its JSON object,
+/// which always carries `call_sid`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubEvent {
+    pub call_sid: String,
+    pub name: &'static str,
+    pub data: serde_json::Value,
+}
+
+/// The hub-wide channel and the calls in progress it has seen start here.
+struct Wide {
+    tx: broadcast::Sender<HubEvent>,
+    live: Mutex<HashMap<String, LiveCall>>,
+}
+
+impl Default for Wide {
+    fn default() -> Self {
+        Wide {
+            tx: broadcast::channel(ALL_CAPACITY).0,
+            live: Mutex::default(),
+        }
+    }
+}
 
 /// One event on a call's feed. The SSE `event:` name is [`CallEvent::name`]; `data:` is the JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -77,6 +147,8 @@ pub struct EventHub {
     calls: Arc<Mutex<HashMap<String, broadcast::Sender<CallEvent>>>>,
     /// Set once when the relay runs as one of several instances; unset, publishing stays local.
     forward: Arc<OnceLock<Forward>>,
+    /// Every call's events, for the console.
+    wide: Arc<Wide>,
 }
 
 impl fmt::Debug for EventHub {
@@ -114,8 +186,74 @@ impl EventHub {
             calls.get(call_sid).cloned()
         };
         if let Some(sender) = sender {
-            let _ = sender.send(event);
+            let _ = sender.send(event.clone());
         }
+        drop(calls);
+        match &event {
+            CallEvent::ToolCalled { .. } => self.set_state(call_sid, CallState::ToolRunning),
+            CallEvent::ToolResult { .. } => self.set_state(call_sid, CallState::Talking),
+            CallEvent::Ended { .. } => {
+                self.lock_live().remove(call_sid);
+            }
+            _ => {}
+        }
+        let mut data = serde_json::to_value(&event).expect("call events serialize");
+        data["call_sid"] = call_sid.into();
+        self.send_wide(call_sid, event.name(), data);
+    }
+
+    /// A call started streaming here: list it as live and publish `call.started` (its
+    /// [`LiveCall`] as data) on the hub-wide feed. Local only, as `call.state` is.
+    pub fn started(&self, call: LiveCall) {
+        let data = serde_json::to_value(&call).expect("live calls serialize");
+        let sid = call.call_sid.clone();
+        self.lock_live().insert(sid.clone(), call);
+        self.send_wide(&sid, "call.started", data);
+    }
+
+    /// `call_sid` now does `state`: publish `call.state` (`{"call_sid","state"}`) when that
+    /// changes what the live table shows.
+    pub fn set_state(&self, call_sid: &str, state: CallState) {
+        if let Some(call) = self.lock_live().get_mut(call_sid) {
+            if call.state == state {
+                return;
+            }
+            call.state = state;
+        }
+        let data = serde_json::json!({"call_sid": call_sid, "state": state});
+        self.send_wide(call_sid, "call.state", data);
+    }
+
+    /// The caller interrupted the assistant on `call_sid`: `call.barge_in` (`{"call_sid","at"}`)
+    /// on the hub-wide feed, so the live transcript marks it.
+    pub fn barge_in(&self, call_sid: &str) {
+        let data = serde_json::json!({"call_sid": call_sid, "at": Utc::now()});
+        self.send_wide(call_sid, "call.barge_in", data);
+    }
+
+    /// The calls that started here and have not ended, oldest first.
+    pub fn live_calls(&self) -> Vec<LiveCall> {
+        let mut calls: Vec<LiveCall> = self.lock_live().values().cloned().collect();
+        calls.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+        calls
+    }
+
+    /// Subscribe to every call's events from now on (at most [`ALL_CAPACITY`] behind).
+    pub fn subscribe_all(&self) -> broadcast::Receiver<HubEvent> {
+        self.wide.tx.subscribe()
+    }
+
+    fn send_wide(&self, call_sid: &str, name: &'static str, data: serde_json::Value) {
+        let _ = self.wide.tx.send(HubEvent {
+            call_sid: call_sid.to_string(),
+            name,
+            data,
+        });
+    }
+
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveCall>> {
+        // A poisoned lock still holds a valid table.
+        self.wide.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Subscribe to `call_sid`'s events from now on.
@@ -212,5 +350,61 @@ mod tests {
             [("CA1".to_string(), "call.ended")],
             "only the local event was forwarded"
         );
+    }
+
+    #[tokio::test]
+    async fn the_hub_wide_feed_carries_every_call_with_states_and_the_live_table() {
+        let hub = EventHub::default();
+        let mut all = hub.subscribe_all();
+        let at = Utc::now();
+        hub.started(LiveCall {
+            call_sid: "CA1".into(),
+            from: Some("+15550001".into()),
+            to: None,
+            direction: "inbound".into(),
+            started_at: at,
+            state: CallState::Talking,
+        });
+        hub.publish(
+            "CA1",
+            CallEvent::ToolCalled {
+                tool: "lookup".into(),
+                call_id: "c1".into(),
+                arguments: serde_json::json!({}),
+                at,
+            },
+        );
+        assert_eq!(hub.live_calls()[0].state, CallState::ToolRunning);
+        hub.set_state("CA1", CallState::ToolRunning); // unchanged: not published again
+        hub.publish(
+            "CA1",
+            CallEvent::Ended {
+                end_reason: EndReason::CallerHungUp,
+                at,
+            },
+        );
+        let mut names = Vec::new();
+        while let Ok(event) = all.try_recv() {
+            assert_eq!(event.data["call_sid"], "CA1");
+            names.push(event.name);
+        }
+        assert_eq!(
+            names,
+            ["call.started", "call.state", "tool.called", "call.ended"]
+        );
+        assert!(hub.live_calls().is_empty(), "ended calls leave the table");
+    }
+
+    #[tokio::test]
+    async fn a_lagging_hub_wide_subscriber_is_told_rather_than_buffered() {
+        let hub = EventHub::default();
+        let mut all = hub.subscribe_all();
+        for _ in 0..ALL_CAPACITY + 10 {
+            hub.set_state("CA9", CallState::Talking);
+        }
+        assert!(matches!(
+            all.recv().await,
+            Err(broadcast::error::RecvError::Lagged(10))
+        ));
     }
 }

@@ -12,6 +12,7 @@
 //! - [`telemetry`]: tracing setup (text or JSON).
 //! - [`active`]: calls in progress by CallSid and per-call settings of outbound calls.
 //! - [`api`]: the HTTP API under `/api` (bearer token) and Twilio's status callback.
+//! - [`console`]: the operator console at `/` (sign-in, live calls, history, place a call, set-up).
 //! - [`app`]: `AppState`, the one `build_router` and the one `serve` used by `main` and tests.
 //! - [`server`]: accepting and serving HTTP connections: timeouts, the connection cap and its reserve.
 //! - [`routes`]: HTTP handlers: `/incoming-call` TwiML, `/health`, `/metrics`, the `/media-stream` upgrade.
@@ -49,6 +50,7 @@ mod borrowed;
 pub mod bridge;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod envfile;
 pub mod events;

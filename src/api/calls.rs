@@ -25,25 +25,25 @@ const MAX_INSTRUCTIONS: usize = 20_000;
 const MAX_TWIML: usize = 4000;
 
 /// Body of `POST /api/calls`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewCall {
     /// E.164 destination.
-    to: String,
+    pub to: String,
     /// E.164 caller ID; default `TWILIO_PHONE_NUMBER`.
-    from: Option<String>,
-    instructions: Option<String>,
-    greeting: Option<String>,
-    voice: Option<String>,
+    pub from: Option<String>,
+    pub instructions: Option<String>,
+    pub greeting: Option<String>,
+    pub voice: Option<String>,
     /// Returned as is with the call record, and passed to tool webhooks (`call.metadata`).
-    metadata: Option<Value>,
+    pub metadata: Option<Value>,
     /// The configured tools (function names, MCP server labels) this call may use; default all.
-    tools: Option<Vec<String>>,
+    pub tools: Option<Vec<String>>,
     /// `false` withholds `transfer_call` from this call.
-    transfer: Option<bool>,
+    pub transfer: Option<bool>,
 }
 
-fn twilio(state: &AppState) -> Result<&TwilioRest, ApiError> {
+pub(super) fn twilio(state: &AppState) -> Result<&TwilioRest, ApiError> {
     state.twilio.as_ref().ok_or_else(|| {
         ApiError::Disabled(
             "Twilio is not configured: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (or TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET)".into(),
@@ -114,16 +114,32 @@ fn validate(
     Ok(from)
 }
 
-/// `POST /api/calls` → 201 `{"call_sid","status","to","from"}`.
+/// `POST /api/calls` → 201 `{"call_sid","status","to","from"}` (see [`place`]).
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Json<NewCall>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(call) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let placed = place(&state, &headers, call).await?;
+    Ok((StatusCode::CREATED, Json(placed)))
+}
+
+/// Validate `call` and place it through Twilio (the API's `POST /api/calls` and the console's
+/// form both come here): `{"call_sid","status","to","from"}`. `headers` give the public URL
+/// when `PUBLIC_URL` is not set.
+///
+/// # Errors
+/// 422 [`ApiError::Invalid`] naming the field, 503 when Twilio, OpenAI or the store is not
+/// available, 502 when Twilio refuses.
+pub async fn place(
+    state: &AppState,
+    headers: &HeaderMap,
+    call: NewCall,
+) -> Result<Value, ApiError> {
     let config = &state.config;
     let from = validate(config, &state.tools, &call)?;
-    let twilio = twilio(&state)?;
+    let twilio = twilio(state)?;
     if !config.openai_configured() {
         return Err(ApiError::Disabled(
             "OPENAI_API_KEY is not set: the call would only hear the fallback message".into(),
@@ -142,7 +158,7 @@ pub async fn create(
         })
         .await
         .map_err(|e| ApiError::store(&state.stats, e))?;
-    let stream = stream_url(config.public_url.as_deref(), &headers, "/media-stream");
+    let stream = stream_url(config.public_url.as_deref(), headers, "/media-stream");
     let token = crate::routes::stream_token_for(config, |now| {
         let subject = stream_token::subject("", Some(&reference));
         Some((subject, now + stream_token::PLACED_TTL_SECS))
@@ -167,7 +183,7 @@ pub async fn create(
     }
     let callback = format!(
         "{}/twilio/status",
-        public_base(config.public_url.as_deref(), &headers)
+        public_base(config.public_url.as_deref(), headers)
     );
     let request = CreateCall {
         to: call.to.clone(),
@@ -200,12 +216,9 @@ pub async fn create(
             },
         )
         .await;
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            json!({"call_sid": created.sid, "status": created.status, "to": created.to, "from": created.from}),
-        ),
-    ))
+    Ok(
+        json!({"call_sid": created.sid, "status": created.status, "to": created.to, "from": created.from}),
+    )
 }
 
 /// `?limit=` of `GET /api/calls`.
@@ -237,7 +250,10 @@ async fn read_transcript(state: &AppState, call_sid: &str) -> Result<Option<Tran
         .map_err(|e| ApiError::store(&state.stats, e))
 }
 
-async fn read_record(state: &AppState, call_sid: &str) -> Result<Option<CallRecord>, ApiError> {
+pub(super) async fn read_record(
+    state: &AppState,
+    call_sid: &str,
+) -> Result<Option<CallRecord>, ApiError> {
     state
         .store
         .get(call_sid)
@@ -310,17 +326,27 @@ pub async fn hang_up(
     State(state): State<AppState>,
     Path(call_sid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    end_call(&state, &call_sid).await.map(Json)
+}
+
+/// End `call_sid` as [`hang_up`] describes (the console's hang-up button comes here too):
+/// `{"call_sid","status"[,"message"]}`.
+///
+/// # Errors
+/// As [`hang_up`]: 422 for a malformed SID, 404 for a call nobody knows, 502 when Twilio fails.
+pub async fn end_call(state: &AppState, call_sid: &str) -> Result<Value, ApiError> {
+    let call_sid = call_sid.to_string();
     if !is_call_sid(&call_sid) {
         return Err(ApiError::invalid(
             "call_sid",
             format!("{call_sid:?} is not a CallSid (CA followed by 32 hexadecimal digits)"),
         ));
     }
-    let twilio = twilio(&state)?;
+    let twilio = twilio(state)?;
     // Say why before Twilio's `stop` arrives, so the transcript does not blame the caller.
     // A stream that starts while Twilio is being asked picks the reason up when it registers.
     let handle = state.active.announce_end(&call_sid, EndReason::ApiHangup);
-    let record = match read_record(&state, &call_sid).await {
+    let record = match read_record(state, &call_sid).await {
         Ok(record) => record,
         Err(e) => {
             state.active.withdraw(&call_sid, EndReason::ApiHangup);
@@ -376,7 +402,7 @@ pub async fn hang_up(
         })
         .await;
     info!(%call_sid, "hung up through the API");
-    Ok(Json(body))
+    Ok(body)
 }
 
 /// `GET /api/numbers` → `{"numbers":[{"sid","phone_number","friendly_name"}]}` (all pages).

@@ -2,12 +2,14 @@
 //!
 //! Everything under `/api` needs `Authorization: Bearer $API_TOKEN`, compared in constant time;
 //! without `API_TOKEN` the whole API answers 503 (never open by default: an endpoint that
-//! places calls is toll fraud waiting to happen).
+//! places calls is toll fraud waiting to happen). GET and HEAD also accept the console's
+//! session cookie (so its `<audio>` and scripts can read); a POST never does (no CSRF token).
 
 mod calls;
 mod error;
 mod events;
 mod status;
+mod transfer;
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -17,8 +19,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use subtle::ConstantTimeEq;
 
+pub use calls::{end_call, place, NewCall};
 pub use error::ApiError;
 pub use status::twilio_status;
+pub use transfer::transfer_call;
 
 use crate::app::AppState;
 
@@ -29,6 +33,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/api/calls/{call_sid}", get(calls::show))
         .route("/api/calls/{call_sid}/transcript", get(calls::transcript))
         .route("/api/calls/{call_sid}/hangup", post(calls::hang_up))
+        .route("/api/calls/{call_sid}/transfer", post(transfer::transfer))
         .route("/api/calls/{call_sid}/events", get(events::feed))
         .route("/api/numbers", get(calls::numbers))
         .route_layer(middleware::from_fn_with_state(state, require_token))
@@ -50,7 +55,14 @@ async fn require_token(
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
         .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
+    let reads = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let bearer = bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes()));
+    let signed_in =
+        reads && crate::console::session::from_headers(Some(expected), request.headers()).is_some();
+    if bearer || signed_in {
         Ok(next.run(request).await)
     } else {
         state.stats.error(crate::stats::ErrorKind::ApiAuth);

@@ -27,7 +27,7 @@ use super::playback::Playback;
 use super::renewal::{CallerTurn, FollowUp, Renewal, SessionEnd, SESSION_EXPIRED};
 use super::{CallCtx, ToInbound, ToOutbound};
 use crate::active::CallSettings;
-use crate::events::CallEvent;
+use crate::events::{CallEvent, CallState};
 use crate::realtime::server::{EventProbe, OUTPUT_AUDIO_DELTA};
 use crate::realtime::{ClientEvent, ServerEvent};
 use crate::stats::ErrorKind;
@@ -149,6 +149,13 @@ impl Outbound {
         }
     }
 
+    /// Tell the console what the call does now (published only when it changes).
+    fn set_state(&self, state: CallState) {
+        if let Some(sid) = &self.call_sid {
+            self.ctx.app.events.set_state(sid, state);
+        }
+    }
+
     /// Handle one upstream text frame. `Err` means Twilio's socket failed.
     async fn on_event(&mut self, text: &str) -> Result<(), axum::Error> {
         // The per-frame path: one flat parse with the audio borrowed.
@@ -245,6 +252,7 @@ impl Outbound {
             ServerEvent::OutputAudioDone { .. } => self.mark_tail().await?,
             ServerEvent::ResponseDone { response } => {
                 self.response_active = false;
+                self.set_state(CallState::Talking);
                 self.mark_tail().await?;
                 debug!(id = %response.id, status = %response.status, "response done");
                 if let Some(ending) = self.ending.as_mut() {
@@ -331,6 +339,7 @@ impl Outbound {
             if let Some(t) = self.transcript.as_mut() {
                 t.begin(item_id, Role::Assistant, Utc::now());
             }
+            self.set_state(CallState::AssistantSpeaking);
         }
         if let Some(stopped) = self.speech_stopped_at.take() {
             let latency = now - stopped;
@@ -384,6 +393,10 @@ impl Outbound {
             return Ok(());
         };
         let cuts = self.playback.barge_in(Instant::now());
+        self.set_state(CallState::Talking);
+        if let Some(sid) = &self.call_sid {
+            self.ctx.app.events.barge_in(sid);
+        }
         self.twilio_tx
             .send(Message::text(TwilioCommand::clear(&stream_sid).to_json()))
             .await?;

@@ -93,7 +93,8 @@ impl Outbound {
         app.active.register(&info.call_sid, self.ctx.handle.clone());
         let (from, to) = (info.param("From"), info.param("To"));
         let instance = app.store.instance_id().to_string();
-        app.store
+        let record = app
+            .store
             .update(
                 &info.call_sid,
                 || CallRecord::new(&info.call_sid, "inbound", "in-progress"),
@@ -107,6 +108,14 @@ impl Outbound {
                 },
             )
             .await;
+        app.events.started(crate::events::LiveCall {
+            call_sid: info.call_sid.clone(),
+            from: record.from,
+            to: record.to,
+            direction: record.direction,
+            started_at: record.started_at,
+            state: crate::events::CallState::Talking,
+        });
         let settings = match info.param("CallRef") {
             Some(reference) => match app.store.take_settings(reference).await {
                 Ok(settings) => settings,

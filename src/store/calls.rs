@@ -32,9 +32,9 @@ macro_rules! upsert {
 }
 
 /// `record`, `last_sequence` of one row.
-type Row = (String, Option<i64>);
+pub(super) type Row = (String, Option<i64>);
 
-fn decode((json, last_sequence): Row) -> anyhow::Result<CallRecord> {
+pub(super) fn decode((json, last_sequence): Row) -> anyhow::Result<CallRecord> {
     let mut record: CallRecord = serde_json::from_str(&json)?;
     record.last_sequence = last_sequence.map(|s| s.max(0) as u64);
     Ok(record)

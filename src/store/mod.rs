@@ -9,6 +9,7 @@
 //! that handles it, and never ends a call.
 
 mod calls;
+mod history;
 mod instances;
 mod settings;
 mod turns;
@@ -30,6 +31,8 @@ use crate::config::{Config, TranscriptExport};
 use crate::events::EventHub;
 use crate::stats::{ErrorKind, Stats};
 
+use calls::{decode, Row};
+pub use history::{Cursor, HistoryFilter};
 pub use instances::InstanceRow;
 
 /// Longest any one store operation may take before it is given up (and counted), ms.

@@ -78,6 +78,14 @@ impl Registry {
         self.transfer.is_some()
     }
 
+    /// The configured functions' names, then the MCP servers' labels: what a call's `tools`
+    /// may name.
+    pub fn names(&self) -> Vec<&str> {
+        let functions = self.functions.iter().map(|f| f.spec.name.as_str());
+        let mcp = self.mcp.iter().map(|m| m.server_label.as_str());
+        functions.chain(mcp).collect()
+    }
+
     /// The names in `names` that are not configured functions or MCP server labels.
     pub fn unknown<'a>(&self, names: &'a [String]) -> Vec<&'a str> {
         let known = |n: &str| {

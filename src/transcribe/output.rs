@@ -59,7 +59,7 @@ impl Output {
         let sid = info.call_sid.as_str();
         let (from, to) = (info.from.clone(), info.to.clone());
         let instance = state.store.instance_id().to_string();
-        state
+        let record = state
             .store
             .update(
                 sid,
@@ -71,6 +71,14 @@ impl Output {
                 },
             )
             .await;
+        state.events.started(crate::events::LiveCall {
+            call_sid: sid.to_string(),
+            from: record.from,
+            to: record.to,
+            direction: record.direction,
+            started_at: record.started_at,
+            state: crate::events::CallState::Talking,
+        });
         Output {
             state: state.clone(),
             transcript: Transcript::new(sid, &info.stream_sid, info.from.clone(), info.to.clone()),
