@@ -4,6 +4,7 @@
 mod api;
 mod calls;
 mod cluster;
+mod console;
 mod fake_deepgram;
 mod fake_twilio;
 mod fake_webhook;
