@@ -22,7 +22,7 @@ use twilio_realtime_relay::fake_openai::{ConnectionLog, FakeOpenAi, FakeOptions}
 use twilio_realtime_relay::fake_twilio::{Callee, FakeTwilio, FakeTwilioOptions, PhoneNumber};
 use twilio_realtime_relay::store::scratch;
 
-use relay_bin::{clip, Relay};
+use relay_bin::{clip, free_port, Relay};
 
 const TOKEN: &str = "cluster-api-token";
 const FROM: &str = "+15005550006";
@@ -117,13 +117,6 @@ fn haproxy_available() -> bool {
     std::env::var_os("PATH").is_some_and(|paths| {
         std::env::split_paths(&paths).any(|dir| Path::new(&dir).join("haproxy").is_file())
     })
-}
-
-/// A port nobody listens on now: HAProxy has to be told its port before the relays start (their
-/// `PUBLIC_URL`), and it cannot report a port the kernel chose.
-fn free_port() -> u16 {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    socket.local_addr().expect("addr").port()
 }
 
 async fn api(request: reqwest::RequestBuilder) -> (u16, Option<String>, Value) {

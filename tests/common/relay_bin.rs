@@ -2,7 +2,7 @@
 //! test gives, its JSON log read line by line from stderr, killed if the test fails first; plain
 //! HTTP/1.1 requests over fresh connections; the bundled caller clips.
 //!
-//! Shared by the test binaries that run the real binary (`shutdown`, `cluster`) through
+//! Shared by the test binaries that run the real binary (`shutdown`, `cluster`, `browser`) through
 //! `#[path = "common/relay_bin.rs"] mod relay_bin;`; each uses a different part of it.
 #![allow(dead_code)]
 
@@ -210,6 +210,14 @@ pub async fn exchange(addr: SocketAddr, request: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .expect("status line");
     (status, body.to_string())
+}
+
+/// A port nobody listens on now, for a `PUBLIC_URL` that must name the port before the server
+/// binds it (HAProxy cannot report a port the kernel chose; a relay's TwiML and signatures use
+/// `PUBLIC_URL`). Taken at once by the caller, so another process grabbing it is unlikely.
+pub fn free_port() -> u16 {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    socket.local_addr().expect("addr").port()
 }
 
 pub fn clip(name: &str) -> Vec<u8> {
