@@ -191,6 +191,33 @@ pub async fn history(
         latency.chars().any(|ch| ch.is_ascii_digit()),
         "#latency shows no figures: {latency:?}"
     );
+    recording_plays(c).await
+}
+
+/// The call page's player loads the call's recording (fetched with the session cookie) and
+/// knows its length: the browser decoded the WAV's header.
+async fn recording_plays(c: &Client) -> anyhow::Result<()> {
+    element(c, "audio#recording", PAGE).await?;
+    c.execute(
+        "const a = document.getElementById('recording'); a.preload = 'metadata'; a.load();",
+        vec![],
+    )
+    .await?;
+    let seconds = until("the recording's metadata loads", PAGE, || async {
+        let d = c
+            .execute(
+                "const a = document.getElementById('recording'); \
+                 return a.error ? -1 : (a.readyState >= 1 ? a.duration : null);",
+                vec![],
+            )
+            .await?;
+        Ok(d.as_f64())
+    })
+    .await?;
+    ensure!(
+        seconds > 1.0 && seconds.is_finite(),
+        "the recording lasts {seconds} s (-1: the player could not load it)"
+    );
     Ok(())
 }
 

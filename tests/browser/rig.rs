@@ -30,6 +30,8 @@ pub struct Rig {
     pub http: reqwest::Client,
     /// `PUBLIC_URL`: `http://127.0.0.1:PORT`, so streams and callbacks stay plain `ws`/`http`.
     pub base: String,
+    /// `RECORDING_DIR` (recordings are on): kept until the rig goes.
+    _recordings: tempfile::TempDir,
 }
 
 impl Rig {
@@ -60,6 +62,8 @@ impl Rig {
         let port = free_port();
         let base = format!("http://127.0.0.1:{port}");
         let dir = tempfile::tempdir()?;
+        let recordings = tempfile::tempdir()?;
+        let recording_dir = recordings.path().display().to_string();
         let tools = dir.path().join("tools.json");
         std::fs::write(&tools, tools_file().to_string())?;
         let (port, api_base, tools) = (
@@ -81,6 +85,8 @@ impl Rig {
                 "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             ),
             ("TRANSFER_DESTINATIONS", TRANSFER),
+            ("RECORDING", "on"),
+            ("RECORDING_DIR", recording_dir.as_str()),
         ];
         let relay = Relay::start_with(&realtime, 2, &env).await;
         // The tools file is read at start-up only.
@@ -93,6 +99,7 @@ impl Rig {
                 .timeout(Duration::from_secs(10))
                 .build()?,
             base,
+            _recordings: recordings,
         })
     }
 

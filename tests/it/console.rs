@@ -446,3 +446,111 @@ async fn the_setup_page_shows_the_webhooks_and_never_the_secrets() {
     );
     assert!(!page.contains(TOKEN), "the API token leaked");
 }
+
+/// The live page and `/console/events` during a real (simulated) call: the feed carries the
+/// call's start with its numbers, its state changes and turns, and its end; while it runs, `/`
+/// lists it.
+#[tokio::test]
+async fn the_live_feed_follows_a_simulated_call_from_start_to_end() {
+    use std::time::Duration;
+    use twilio_realtime_relay::sim;
+
+    let (app, _openai) = spawn_with_fake(FakeOptions::default(), |c| {
+        c.api_token = Some(TOKEN.into());
+        c.twilio_validate_signature = false;
+    })
+    .await;
+    let (cookie, _) = sign_in(&app).await;
+    twilio_realtime_relay::upstream::ensure_crypto_provider();
+    let mut feed = reqwest::Client::new()
+        .get(format!("http://{}/console/events", app.addr))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .expect("the console feed");
+    assert_eq!(feed.status(), 200);
+    assert!(feed.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+
+    let mut opts =
+        crate::support::call_options(&app, vec![crate::support::clip("caller-hello.wav"); 2]);
+    let sid = format!("CA{}", uuid::Uuid::new_v4().simple());
+    opts.call_sid = Some(sid.clone());
+    let call = tokio::spawn(sim::run(opts));
+
+    // Read the feed until `needle` appears (30 s at most); returns everything read so far.
+    let mut seen = String::new();
+    async fn until(feed: &mut reqwest::Response, seen: &mut String, needle: &str) -> bool {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while !seen.contains(needle) {
+                match feed.chunk().await {
+                    Ok(Some(chunk)) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+                    _ => return false,
+                }
+            }
+            true
+        })
+        .await
+        .unwrap_or(false)
+    }
+    assert!(
+        until(&mut feed, &mut seen, "event: call.started").await,
+        "no call.started: {seen}"
+    );
+    let (status, _, page) = app.request(get("/", Some(&cookie))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains(&format!(r#"data-call-sid="{sid}""#)),
+        "the live page lists the running call"
+    );
+    assert!(
+        until(&mut feed, &mut seen, "event: transcript.final").await,
+        "no turn: {seen}"
+    );
+    assert!(
+        until(&mut feed, &mut seen, "event: call.ended").await,
+        "no call.ended: {seen}"
+    );
+    call.await.unwrap().unwrap();
+    let events: Vec<(String, serde_json::Value)> = seen
+        .split("\n\n")
+        .filter_map(|block| {
+            let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name));
+            let data = serde_json::from_str(field("data:")?.trim()).ok()?;
+            Some((field("event:")?.trim().to_string(), data))
+        })
+        .collect();
+    assert!(
+        events
+            .iter()
+            .all(|(_, data)| data["call_sid"] == sid.as_str()),
+        "every event names its call: {seen}"
+    );
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names.first(), Some(&"call.started"), "{names:?}");
+    assert_eq!(names.last(), Some(&"call.ended"), "{names:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(name, data)| name == "call.state" && data["state"] == "assistant speaking"),
+        "the state went to assistant speaking: {names:?}"
+    );
+    for speaker in ["caller", "assistant"] {
+        assert!(
+            events
+                .iter()
+                .any(|(name, data)| name == "transcript.final" && data["speaker"] == speaker),
+            "a {speaker} turn: {seen}"
+        );
+    }
+    let (_, _, page) = app.request(get("/", Some(&cookie))).await;
+    assert!(
+        !page.contains(&format!(r#"data-call-sid="{sid}""#)),
+        "an ended call leaves the live page"
+    );
+    // An open feed would hold the graceful shutdown up.
+    drop(feed);
+    app.shutdown().await;
+}
