@@ -275,6 +275,8 @@ async fn active_calls(addr: SocketAddr) -> u64 {
 
 const START_TIMEOUT: Duration = Duration::from_secs(2);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Rounds of hostile load: the first warms up, rounds 2–3 are compared with rounds 6–8.
+const ROUNDS: usize = 8;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_calls_go_through_hostile_load_and_memory_comes_back() {
@@ -292,7 +294,7 @@ async fn real_calls_go_through_hostile_load_and_memory_comes_back() {
     .await;
     let slack = Duration::from_secs(3);
     let mut rss = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..ROUNDS {
         hostile_round(&relay, 20, 500, 500, slack).await;
         rss.push(rss_kib(relay.pid));
     }
@@ -302,11 +304,16 @@ async fn real_calls_go_through_hostile_load_and_memory_comes_back() {
         0,
         "every slot was given back"
     );
-    // The first rounds grow the allocator's arenas and the runtime's buffers to this load once;
-    // after that, rounds of the same load must not keep adding memory.
-    let (warm, after) = (rss[1], rss[4]);
+    // The first round grows the allocator's arenas and the runtime's buffers to this load. After
+    // that one reading moves by a few MiB either way with how many hostile connections happened
+    // to be open at once (more on a busy machine: CI saw +10% between two rounds with no leak),
+    // so single readings are not compared. A leak shows as the late rounds all staying above
+    // every early round: with two rounds between the groups, a growth of 1.5 MiB a round
+    // (1.5 KiB per hostile connection, or 75 KiB per call) fails the 8% below.
+    let early_peak = *rss[1..3].iter().max().unwrap();
+    let late_low = *rss[5..].iter().min().unwrap();
     assert!(
-        after * 10 <= warm * 11,
-        "RSS grew from {warm} KiB to {after} KiB across three rounds of hostile load"
+        late_low * 100 <= early_peak * 108,
+        "RSS kept growing under the same load: the late rounds' lowest reading {late_low} KiB is above the early rounds' highest {early_peak} KiB (readings {rss:?})"
     );
 }
