@@ -99,6 +99,17 @@ pub enum LogFormat {
 }
 
 /// Everything `serve` (and `demo`) needs. Each field: flag, environment variable, default.
+/// The OpenAI voice API a call's sessions speak (`OPENAI_API`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VoiceApi {
+    /// The Realtime API (GA): server turn detection, `speech_started`, truncate.
+    #[default]
+    Realtime,
+    /// GPT-Live: interruption handled by the server, no speech events; the relay detects barge-in.
+    Live,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// TCP port to listen on.
@@ -116,6 +127,24 @@ pub struct Config {
     /// Realtime API WebSocket URL (ws:// or wss://), without the model query.
     #[arg(long, env = "OPENAI_REALTIME_URL", default_value = "wss://api.openai.com/v1/realtime", value_parser = parse_ws_url)]
     pub openai_realtime_url: String,
+    /// Which OpenAI voice API the calls talk to: `realtime` (the Realtime API, GA) or `live`
+    /// (GPT-Live, `OPENAI_LIVE_URL`). Both pass G.711 μ-law through unchanged.
+    #[arg(long, env = "OPENAI_API", value_enum, default_value_t = VoiceApi::Realtime)]
+    pub openai_api: VoiceApi,
+    /// GPT-Live WebSocket URL (ws:// or wss://); the model goes in `session.start`, not the URL.
+    #[arg(long, env = "OPENAI_LIVE_URL", default_value = "wss://api.openai.com/v1/live/sessions", value_parser = parse_ws_url)]
+    pub openai_live_url: String,
+    /// GPT-Live model (`session.start`'s `session.model`).
+    #[arg(long, env = "OPENAI_LIVE_MODEL", default_value = "gpt-live-1")]
+    pub openai_live_model: String,
+    /// GPT-Live's Responses backend model (`delegation.responses.model`), which runs the tools.
+    /// Unset: the API's default.
+    #[arg(long, env = "OPENAI_LIVE_DELEGATE_MODEL")]
+    pub openai_live_delegate_model: Option<String>,
+    /// Upstreams without speech events (`live`): the most assistant audio sent to Twilio and not
+    /// yet played, ms; the rest waits in the relay, so a barge-in drops it there.
+    #[arg(long, env = "PLAYBACK_AHEAD_MS", default_value_t = 400)]
+    pub playback_ahead_ms: u64,
     /// How long to wait for the Realtime API to accept the WebSocket, ms.
     #[arg(long, env = "OPENAI_CONNECT_TIMEOUT_MS", default_value_t = 5000)]
     pub openai_connect_timeout_ms: u64,
@@ -670,6 +699,15 @@ impl Config {
     /// The configured model's announced shutdown, if it has one.
     pub fn model_shutdown(&self) -> Option<&'static models::Shutdown> {
         models::shutdown_of(&self.openai_model)
+    }
+
+    /// The URL a call's voice session opens: [`Config::realtime_url`], or `OPENAI_LIVE_URL` as it
+    /// is (GPT-Live takes the model in `session.start`).
+    pub fn voice_url(&self) -> String {
+        match self.openai_api {
+            VoiceApi::Realtime => self.realtime_url(),
+            VoiceApi::Live => self.openai_live_url.clone(),
+        }
     }
 
     /// The upstream URL with the model query: `…/v1/realtime?model=gpt-realtime-2.1`.

@@ -82,6 +82,7 @@ pub struct Metrics {
     /// Caller frames sent again to a new session after an expiry cut the caller's turn.
     pub frames_replayed: Counter,
     pub barge_ins: Counter,
+    pub upstream_notices: Counter,
     pub errors: Family<Kind, Counter>,
     /// Realtime sessions replaced mid-call because of their maximum duration (not failures).
     pub session_renewals: Family<Trigger, Counter>,
@@ -182,6 +183,7 @@ impl Default for Metrics {
             frames_dropped: Counter::default(),
             frames_replayed: Counter::default(),
             barge_ins: Counter::default(),
+            upstream_notices: Counter::default(),
             errors: Family::default(),
             session_renewals: Family::default(),
             // 5 ms … ~10 s.
@@ -227,6 +229,11 @@ impl Default for Metrics {
             "barge_ins",
             "Times a caller interrupted the assistant",
             m.barge_ins.clone(),
+        );
+        registry.register(
+            "upstream_notices",
+            "Events from the voice API that the relay only logs: GPT-Live `info` and event types it does not use",
+            m.upstream_notices.clone(),
         );
         registry.register("errors", "Errors by kind", m.errors.clone());
         registry.register(

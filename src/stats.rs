@@ -201,6 +201,11 @@ impl Stats {
             .inc();
     }
 
+    /// An event from the voice API that is only logged (an `info`, an unused event type).
+    pub fn upstream_notice(&self) {
+        self.0.metrics.upstream_notices.inc();
+    }
+
     /// A barge-in.
     pub fn barge_in(&self) {
         self.0.metrics.barge_ins.inc();

@@ -178,6 +178,14 @@ pub struct Transcript {
     /// Times the Realtime session reached its maximum duration and was renewed (omitted when 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub session_renewals: u32,
+    /// Why the voice API last closed the session, when it says (GPT-Live `session.closed`
+    /// `reason`: `close_requested`, `expired`, `content`, `remote_hangup`, `connection_lost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_close_reason: Option<String>,
+    /// The audio the voice API counted for the call, seconds (GPT-Live `session.closed`
+    /// `usage.seconds`, summed over the call's sessions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_usage_seconds: Option<f64>,
     /// Turns (or text) dropped because the call passed [`MAX_OPEN_TURNS`], [`MAX_TURNS`] or
     /// [`MAX_TEXT_BYTES`]: only a misbehaving upstream gets there (omitted when 0).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -205,6 +213,8 @@ impl Transcript {
             upstream_reconnects: 0,
             transferred_to: None,
             session_renewals: 0,
+            upstream_close_reason: None,
+            upstream_usage_seconds: None,
             dropped_turns: 0,
             text_bytes: 0,
             pending: HashMap::new(),

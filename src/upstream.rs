@@ -73,7 +73,8 @@ fn tls_connector() -> Connector {
     Connector::Rustls(config.clone())
 }
 
-/// Open the Realtime socket for `config` within `OPENAI_CONNECT_TIMEOUT_MS`.
+/// Open a call's voice session socket for `config` (`OPENAI_API`: the Realtime API or GPT-Live)
+/// within `OPENAI_CONNECT_TIMEOUT_MS`.
 /// Returns the socket and how long the handshake took.
 pub async fn connect(config: &Config) -> Result<(UpstreamSocket, Duration), UpstreamError> {
     let key = config
@@ -82,7 +83,7 @@ pub async fn connect(config: &Config) -> Result<(UpstreamSocket, Duration), Upst
         .ok_or(UpstreamError::NotConfigured)?;
     let timeout = Duration::from_millis(config.openai_connect_timeout_ms);
     open(
-        &config.realtime_url(),
+        &config.voice_url(),
         &format!("Bearer {}", key.expose()),
         timeout,
     )

@@ -61,6 +61,8 @@ impl Outbound {
             self.tools.keys_due(),
             dogs.configured_by,
             dogs.stall_check_at,
+            self.voice_deadline(),
+            self.pace_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -123,6 +125,15 @@ impl Outbound {
         }
         if self.tools.keys_due().is_some_and(|at| at <= now) {
             self.send_keys().await;
+        }
+        if self.voice_deadline().is_some_and(|at| at <= now) && self.voice_timer(now).await.is_err()
+        {
+            self.ctx.end(EndReason::TwilioDisconnected);
+            return Fired::CallEnded;
+        }
+        if self.pace_deadline().is_some_and(|at| at <= now) && self.pump().await.is_err() {
+            self.ctx.end(EndReason::TwilioDisconnected);
+            return Fired::CallEnded;
         }
         Fired::Continue
     }

@@ -32,7 +32,6 @@ use super::replay::{Frame, Replay};
 use super::ToInbound;
 use super::{CallCtx, CallInfo, ToOutbound};
 use crate::app::AppState;
-use crate::realtime::append_json;
 use crate::recording::{CallRecording, Side};
 use crate::stats::ErrorKind;
 use crate::transcript::EndReason;
@@ -85,6 +84,8 @@ pub(super) struct Inbound {
     pub replay: Replay,
     /// The caller's track of the call's recording (`RECORDING=on`).
     pub recorder: Option<Side>,
+    /// The upstream-bound half of the voice session: frames in the configured API's format.
+    pub voice: super::voice::Encoder,
 }
 
 impl Inbound {
@@ -104,6 +105,7 @@ impl Inbound {
             ignored: 0,
             replay: Replay::default(),
             recorder: None,
+            voice: super::voice::Encoder::new(config),
         }
     }
 
@@ -182,7 +184,7 @@ impl Inbound {
                 self.app.stats.frame_to_openai(media.payload.len());
                 trace!(bytes = media.payload.len(), "caller audio");
                 let bytes = base64_decoded_len(&media.payload);
-                return Step::Append(Frame::new(append_json(&media.payload), bytes));
+                return Step::Append(Frame::new(self.voice.append_json(&media.payload), bytes));
             }
         }
         let event = match serde_json::from_str::<TwilioEvent>(text.as_str()) {
@@ -376,6 +378,7 @@ pub(super) async fn run(
     mut from_outbound: mpsc::Receiver<ToInbound>,
     ctx: CallCtx,
     session: CancellationToken,
+    closed: tokio::sync::oneshot::Receiver<()>,
 ) -> (Inbound, SplitStream<WebSocket>, VecDeque<Frame>) {
     let mut audio: VecDeque<Frame> = VecDeque::with_capacity(UPSTREAM_QUEUE_FRAMES);
     let mut control: VecDeque<String> = VecDeque::new();
@@ -445,7 +448,9 @@ pub(super) async fn run(
                 session.cancel();
                 break None;
             }
-            Wake::Control(Some(ToInbound::Send(json))) => control.push_back(json),
+            Wake::Control(Some(ToInbound::Send(json))) => {
+                control.extend(inbound.voice.encode(json));
+            }
             Wake::Control(Some(ToInbound::TurnStarted { audio_start_ms })) => {
                 inbound.replay.turn_started(audio_start_ms)
             }
@@ -481,11 +486,27 @@ pub(super) async fn run(
         // What the outbound side still had queued for this session (e.g. a turn notice).
         while let Ok(msg) = from_outbound.try_recv() {
             if let ToInbound::Send(json) = msg {
-                let _ = upstream_tx.feed(tungstenite::Message::text(json)).await;
+                for frame in inbound.voice.encode(json) {
+                    let _ = upstream_tx.feed(tungstenite::Message::text(frame)).await;
+                }
             }
         }
-        let _ = upstream_tx.close().await;
+        let _ = upstream_tx.flush().await;
     })
     .await;
+    // The call is over: an API that closes gracefully is asked to, and the outbound side reads
+    // its answer (`session.closed`, with the reason and usage for the transcript) for at most
+    // `CLOSE_WAIT` before the socket is closed.
+    let call_over = ctx.handle.reason().is_some() || ctx.cancel().is_cancelled();
+    if let (true, Some(close)) = (call_over, inbound.voice.close_request()) {
+        if upstream_tx
+            .send(tungstenite::Message::text(close))
+            .await
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(super::voice::CLOSE_WAIT, closed).await;
+        }
+    }
+    super::close_within_a_second(upstream_tx.close()).await;
     (inbound, twilio_rx, audio)
 }

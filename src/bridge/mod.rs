@@ -23,11 +23,13 @@ mod inbound;
 mod keypad;
 mod mcp;
 mod outbound;
+mod pacer;
 pub mod playback;
 mod renewal;
 mod replay;
 mod session;
 mod tools;
+mod voice;
 
 pub use session::{call_session, transcribes_caller};
 
@@ -182,7 +184,11 @@ async fn supervise(socket: WebSocket, app: AppState) {
     // A socket that passed the signature check may open its upstream session before `start`
     // (saving a round trip); anyone else's must first show a `start`, so a stranger's sockets
     // cost no upstream sessions.
-    if !app.config.validates_signatures() {
+    // GPT-Live fixes the voice and instructions at `session.start`: its session opens once the
+    // call's own settings (from `start`) are known.
+    let start_first = !app.config.validates_signatures()
+        || app.config.openai_api == crate::config::VoiceApi::Live;
+    if start_first {
         let deadline = sides.inbound.deadline();
         if let Some(reason) =
             read_until_start(&mut sides.inbound, &mut sides.twilio_rx, deadline).await
@@ -191,6 +197,16 @@ async fn supervise(socket: WebSocket, app: AppState) {
             close_within_a_second(sides.out.close_twilio()).await;
             finish(app, ctx, sides, started, count).await;
             return;
+        }
+        if app.config.openai_api == crate::config::VoiceApi::Live {
+            // Twilio's `start` waits for the outbound task; take it now, so the first session's
+            // setup carries the call's settings. Counting a pending update keeps the greeting
+            // for when the session has started.
+            sides.out.pending_updates += 1;
+            while let Ok(msg) = sides.from_inbound.try_recv() {
+                sides.out.on_inbound(msg).await;
+            }
+            sides.out.pending_updates = 0;
         }
     }
     // A socket opened in advance by a renewal.
@@ -242,7 +258,13 @@ async fn supervise(socket: WebSocket, app: AppState) {
             }
         };
         let (mut upstream_tx, upstream_rx) = socket.split();
-        let setup = sides.out.session_setup(count.opened > 0);
+        sides.inbound.voice.new_session();
+        let setup = sides
+            .out
+            .session_setup(count.opened > 0)
+            .into_iter()
+            .flat_map(|json| sides.inbound.voice.encode(json))
+            .collect();
         if let Err(e) = send_all(&mut upstream_tx, setup, &early, &mut sides.inbound.replay).await {
             app.stats.error(ErrorKind::UpstreamSocket);
             count.failures += 1;
@@ -340,6 +362,8 @@ async fn run_session(
     } = sides;
     let session = ctx.cancel().child_token();
     let (to_upstream, from_outbound) = mpsc::channel(CHANNEL_CAPACITY);
+    // The outbound side tells the inbound side when a graceful close has been confirmed.
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
     out.to_upstream = to_upstream;
     let span = tracing::Span::current();
     let calls = &ctx.app.calls;
@@ -351,11 +375,12 @@ async fn run_session(
             from_outbound,
             ctx.clone(),
             session.clone(),
+            closed_rx,
         )
         .instrument(span.clone()),
     );
-    let outbound_task =
-        calls.spawn(outbound::run(out, upstream_rx, from_inbound, session).instrument(span));
+    let outbound_task = calls
+        .spawn(outbound::run(out, upstream_rx, from_inbound, session, closed_tx).instrument(span));
     match tokio::join!(inbound_task, outbound_task) {
         (Ok((inbound, twilio_rx, unsent)), Ok((out, from_inbound))) => Some(Sides {
             inbound,

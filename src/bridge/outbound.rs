@@ -25,6 +25,7 @@ use super::ending::Ending;
 use super::idle::IdleWatch;
 use super::playback::Playback;
 use super::renewal::{CallerTurn, FollowUp, Renewal, SessionEnd, SESSION_EXPIRED};
+use super::voice::Step;
 use super::{CallCtx, ToInbound, ToOutbound};
 use crate::active::CallSettings;
 use crate::events::{CallEvent, CallState};
@@ -88,6 +89,10 @@ pub(super) struct Outbound {
     pub(super) tools: super::tools::CallTools,
     /// The assistant's track of the call's recording (`RECORDING=on`).
     pub(super) recorder: Option<crate::recording::Side>,
+    /// The Twilio-bound half of the voice session: the API's events in the bridge's vocabulary.
+    pub(super) voice: super::voice::Decoder,
+    /// Assistant audio waiting for Twilio to play what it has (APIs without speech events).
+    pub(super) pacer: super::pacer::Pacer,
     /// Response latencies of this call, ms.
     pub latencies_ms: Vec<u64>,
     /// Audio chunks sent to Twilio.
@@ -100,10 +105,16 @@ impl Outbound {
     /// Outbound state for a new call; `to_upstream` is set per upstream session.
     pub fn new(ctx: CallCtx, twilio_tx: SplitSink<WebSocket, Message>) -> Self {
         let config = &ctx.app.config;
-        let (transcribes_caller, idle, tools) = (
+        let (transcribes_caller, idle, tools, voice) = (
             super::session::transcribes_caller(config),
             IdleWatch::new(config),
             super::tools::CallTools::new(config),
+            super::voice::Decoder::new(config),
+        );
+        let pacer = super::pacer::Pacer::new(
+            voice
+                .detects_barge_in_locally()
+                .then_some(config.playback_ahead_ms),
         );
         Outbound {
             ctx,
@@ -133,6 +144,8 @@ impl Outbound {
             idle,
             tools,
             recorder: None,
+            voice,
+            pacer,
             latencies_ms: Vec::new(),
             frames_out: 0,
             barge_ins: 0,
@@ -140,7 +153,7 @@ impl Outbound {
         }
     }
 
-    async fn on_inbound(&mut self, msg: ToOutbound) {
+    pub(super) async fn on_inbound(&mut self, msg: ToOutbound) {
         match msg {
             ToOutbound::Started(info) => self.started(info).await,
             ToOutbound::MarkEchoed { name, at } => {
@@ -161,6 +174,10 @@ impl Outbound {
 
     /// Handle one upstream text frame. `Err` means Twilio's socket failed.
     async fn on_event(&mut self, text: &str) -> Result<(), axum::Error> {
+        if let super::voice::Decoder::Live(decoder) = &mut self.voice {
+            let steps = decoder.decode(text, tokio::time::Instant::now());
+            return self.steps(steps).await;
+        }
         // The per-frame path: one flat parse with the audio borrowed.
         if let Ok(EventProbe {
             kind,
@@ -181,6 +198,83 @@ impl Outbound {
                 return Ok(());
             }
         };
+        self.on_server_event(event).await
+    }
+
+    /// Handle what a voice API's frames mean (see [`super::voice`]).
+    pub(super) async fn steps(&mut self, steps: Vec<Step<'_>>) -> Result<(), axum::Error> {
+        for step in steps {
+            match step {
+                Step::Audio { item_id, delta } => self.audio(&item_id, &delta).await?,
+                Step::Event(event) => self.on_server_event(event).await?,
+                Step::CallerTurn { item_id } => {
+                    if let Some(t) = self.transcript.as_mut() {
+                        t.begin(&item_id, Role::Caller, Utc::now());
+                    }
+                    self.caller_spoke().await;
+                }
+                Step::Closed {
+                    reason,
+                    usage_seconds,
+                } => self.upstream_closed(reason, usage_seconds),
+                Step::Info { code, message } => {
+                    self.ctx.app.stats.upstream_notice();
+                    info!(%code, %message, "notice from the voice API");
+                }
+                Step::Unknown(kind) => {
+                    self.ignored += 1;
+                    self.ctx.app.stats.upstream_notice();
+                    debug!(%kind, "an event type the relay does not use");
+                }
+                Step::Malformed(reason) => {
+                    self.ignored += 1;
+                    self.ctx.app.stats.error(ErrorKind::UpstreamEvent);
+                    warn!(%reason, "ignored a malformed event from the voice API");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// When the voice API's made-up turns next need a look (GPT-Live: a turn gone quiet).
+    pub(super) fn voice_deadline(&self) -> Option<tokio::time::Instant> {
+        match &self.voice {
+            super::voice::Decoder::Live(d) => d.deadline(),
+            super::voice::Decoder::Realtime => None,
+        }
+    }
+
+    /// The voice deadline passed: handle the turns that ended. `Err`: Twilio's socket failed.
+    pub(super) async fn voice_timer(
+        &mut self,
+        now: tokio::time::Instant,
+    ) -> Result<(), axum::Error> {
+        let steps = match &mut self.voice {
+            super::voice::Decoder::Live(d) => d.on_timer(now),
+            super::voice::Decoder::Realtime => return Ok(()),
+        };
+        self.steps(steps).await
+    }
+
+    /// The server ended the session (GPT-Live `session.closed`): its reason and usage go into
+    /// the transcript; `expired` renews the session as the Realtime API's expiry does.
+    fn upstream_closed(&mut self, reason: String, usage_seconds: Option<f64>) {
+        info!(%reason, usage_seconds, "the voice API closed the session");
+        if let Some(t) = self.transcript.as_mut() {
+            t.upstream_close_reason = Some(reason.clone());
+            if let Some(seconds) = usage_seconds {
+                // Cumulative per session: sessions of one call add up.
+                t.upstream_usage_seconds = Some(t.upstream_usage_seconds.unwrap_or(0.0) + seconds);
+            }
+        }
+        if reason == "expired" {
+            self.expired();
+            self.session_expired = true;
+        }
+    }
+
+    /// Handle one event in the bridge's vocabulary (the Realtime API's).
+    async fn on_server_event(&mut self, event: ServerEvent<'_>) -> Result<(), axum::Error> {
         match event {
             ServerEvent::OutputAudioDelta { item_id, delta, .. } => {
                 self.audio(&item_id, &delta).await?;
@@ -332,11 +426,10 @@ impl Outbound {
             warn!(%item_id, "dropped an audio delta that is not base64");
             return Ok(());
         }
-        let (Some(stream_sid), Some(media_json)) = (self.stream_sid.as_deref(), &self.media_json)
-        else {
+        if self.stream_sid.is_none() || self.media_json.is_none() {
             warn!("assistant audio before Twilio's start: dropped");
             return Ok(());
-        };
+        }
         let now = Instant::now();
         if self.playback.sent_ms(item_id).is_none() {
             if let Some(t) = self.transcript.as_mut() {
@@ -349,6 +442,17 @@ impl Outbound {
             self.ctx.app.stats.response_latency(latency);
             self.latencies_ms.push(latency.as_millis() as u64);
         }
+        if self.pacer.enabled() {
+            let dropped = self.pacer.push(item_id, delta);
+            if dropped > 0 {
+                self.ctx.app.stats.error(ErrorKind::UpstreamEvent);
+                warn!(
+                    dropped_chars = dropped,
+                    "more than 120 s of assistant audio waiting: dropped the oldest"
+                );
+            }
+            return self.pump().await;
+        }
         // A long delta goes to Twilio as several media messages (marks between them as usual):
         // one message of several megabytes would be both a memory spike and a stall.
         let mut rest = delta;
@@ -356,32 +460,80 @@ impl Outbound {
             let cut = rest.len().min(MAX_MEDIA_PAYLOAD_CHARS);
             let (chunk, tail) = rest.split_at(cut);
             rest = tail;
-            let bytes = base64_decoded_len(chunk);
-            self.ctx.app.stats.frame_to_twilio(bytes);
-            let marks = self.playback.sent(item_id, bytes, now);
-            // One flush: the marks and the audio leave in one write.
-            if let Some(before) = marks.before {
-                let mark = TwilioCommand::mark(stream_sid, &before).to_json();
-                self.twilio_tx.feed(Message::text(mark)).await?;
-            }
-            let media = media_json.frame(chunk);
-            self.twilio_tx.feed(Message::text(media)).await?;
-            if let Some(recorder) = self.recorder.as_mut() {
-                recorder.assistant_audio(item_id, chunk);
-            }
-            if let Some(after) = marks.after {
-                let mark = TwilioCommand::mark(stream_sid, &after).to_json();
-                self.twilio_tx.feed(Message::text(mark)).await?;
-            }
+            self.send_piece(item_id, chunk, now).await?;
         }
         self.twilio_tx.flush().await?;
         self.frames_out += 1;
         Ok(())
     }
 
+    /// Feed one piece of assistant audio (checked base64) to Twilio with its marks; the caller
+    /// flushes. Only called once Twilio's `start` has set the stream.
+    async fn send_piece(
+        &mut self,
+        item_id: &str,
+        chunk: &str,
+        now: Instant,
+    ) -> Result<(), axum::Error> {
+        let (Some(stream_sid), Some(media_json)) = (self.stream_sid.as_deref(), &self.media_json)
+        else {
+            return Ok(());
+        };
+        let bytes = base64_decoded_len(chunk);
+        self.ctx.app.stats.frame_to_twilio(bytes);
+        let marks = self.playback.sent(item_id, bytes, now);
+        // One flush: the marks and the audio leave in one write.
+        if let Some(before) = marks.before {
+            let mark = TwilioCommand::mark(stream_sid, &before).to_json();
+            self.twilio_tx.feed(Message::text(mark)).await?;
+        }
+        let media = media_json.frame(chunk);
+        self.twilio_tx.feed(Message::text(media)).await?;
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.assistant_audio(item_id, chunk);
+        }
+        if let Some(after) = marks.after {
+            let mark = TwilioCommand::mark(stream_sid, &after).to_json();
+            self.twilio_tx.feed(Message::text(mark)).await?;
+        }
+        Ok(())
+    }
+
+    /// Send the paced audio Twilio has room for ([`super::pacer`]), and the tail mark once the
+    /// queue has gone out.
+    pub(super) async fn pump(&mut self) -> Result<(), axum::Error> {
+        let now = Instant::now();
+        let mut sent = false;
+        while let Some((item_id, piece)) = self.pacer.next(self.playback.unplayed_ms(now)) {
+            if self.muted_item.as_deref() == Some(item_id.as_str()) {
+                continue;
+            }
+            self.send_piece(&item_id, &piece, now).await?;
+            self.frames_out += 1;
+            sent = true;
+        }
+        if sent {
+            self.twilio_tx.flush().await?;
+        }
+        if self.pacer.take_tail() {
+            self.mark_tail().await?;
+        }
+        Ok(())
+    }
+
+    /// When the next paced piece may go to Twilio.
+    pub(super) fn pace_deadline(&self) -> Option<tokio::time::Instant> {
+        self.pacer
+            .deadline(self.playback.play_end())
+            .map(tokio::time::Instant::from_std)
+    }
+
     /// The item's audio is complete (or its response ended): mark its unmarked tail so that
     /// Twilio tells us when it has all been played.
     async fn mark_tail(&mut self) -> Result<(), axum::Error> {
+        if !self.pacer.tail() {
+            return Ok(()); // marked once the paced audio has gone out
+        }
         let (Some(stream_sid), Some(name)) =
             (self.stream_sid.as_deref(), self.playback.mark_tail())
         else {
@@ -392,6 +544,13 @@ impl Outbound {
     }
 
     async fn barge_in(&mut self) -> Result<(), axum::Error> {
+        let waiting = self.pacer.clear();
+        if waiting > 0 {
+            debug!(
+                pieces = waiting,
+                "barge-in: dropped the assistant audio not yet sent"
+            );
+        }
         if !self.playback.is_playing() {
             return Ok(());
         }
@@ -428,6 +587,12 @@ impl Outbound {
             }
             self.muted_item = Some(cut.item_id);
         }
+        // An API without interruption events: its turn ends here (the rest of it is dropped).
+        let ended = match &mut self.voice {
+            super::voice::Decoder::Live(d) => d.barged_in(),
+            super::voice::Decoder::Realtime => Vec::new(),
+        };
+        Box::pin(self.steps(ended)).await?;
         self.save().await;
         Ok(())
     }
@@ -484,6 +649,7 @@ pub(super) async fn run(
     mut upstream_rx: SplitStream<UpstreamSocket>,
     mut from_inbound: mpsc::Receiver<ToOutbound>,
     session: CancellationToken,
+    closed: tokio::sync::oneshot::Sender<()>,
 ) -> (Outbound, mpsc::Receiver<ToOutbound>) {
     let ctx = out.ctx.clone();
     // One cancellation future for the whole session, not a new one per upstream frame.
@@ -498,7 +664,7 @@ pub(super) async fn run(
         if let Some(reason) = out
             .ending
             .as_ref()
-            .filter(|e| e.ready(&out.playback))
+            .filter(|e| e.ready(&out.playback) && out.pacer.is_empty())
             .map(Ending::reason)
         {
             if out.end_now(reason).await {
@@ -578,6 +744,34 @@ pub(super) async fn run(
     if session_end.is_some() {
         out.session_end = session_end;
         session.cancel();
+    } else if out.voice.closes_gracefully() {
+        // The call is over and the inbound side asks the server to close: read its answer.
+        let confirm = async {
+            while let Some(Ok(frame)) = upstream_rx.next().await {
+                let tungstenite::Message::Text(text) = frame else {
+                    continue;
+                };
+                if let super::voice::Decoder::Live(d) = &mut out.voice {
+                    for step in d.decode(text.as_str(), tokio::time::Instant::now()) {
+                        if let Step::Closed {
+                            reason,
+                            usage_seconds,
+                        } = step
+                        {
+                            out.upstream_closed(reason, usage_seconds);
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout(super::voice::CLOSE_WAIT, confirm)
+            .await
+            .is_err()
+        {
+            warn!("the voice API did not confirm the session's close in time");
+        }
+        let _ = closed.send(());
     }
     (out, from_inbound)
 }

@@ -58,6 +58,8 @@ pub struct Playback {
     marks: VecDeque<PendingMark>,
     /// Item, position (ms) and the instant that position was playing.
     anchor: Option<(String, u64, Instant)>,
+    /// When everything sent so far will have played, if Twilio plays it at 1× from its arrival.
+    play_end: Option<Instant>,
 }
 
 impl Playback {
@@ -76,6 +78,9 @@ impl Playback {
                 marked: 0,
             });
         }
+        let start = self.play_end.filter(|end| *end > now).unwrap_or(now);
+        self.play_end =
+            Some(start + std::time::Duration::from_millis((bytes / BYTES_PER_MS) as u64));
         let sending = self.sending.as_mut().expect("set above");
         sending.sent += bytes as u64;
         if sending.sent - sending.marked >= MARK_EVERY_MS * BYTES_PER_MS as u64 {
@@ -133,6 +138,19 @@ impl Playback {
     /// yet covered by a mark).
     pub fn is_playing(&self) -> bool {
         !self.marks.is_empty() || self.sending.as_ref().is_some_and(|s| s.sent > s.marked)
+    }
+
+    /// ms of audio sent and not yet played at `now`, estimated at 1× from each chunk's sending
+    /// (what [`super::pacer`] keeps under `PLAYBACK_AHEAD_MS`); 0 after a barge-in.
+    pub fn unplayed_ms(&self, now: Instant) -> u64 {
+        self.play_end.map_or(0, |end| {
+            end.saturating_duration_since(now).as_millis() as u64
+        })
+    }
+
+    /// When everything sent so far will have played (see [`Playback::unplayed_ms`]).
+    pub fn play_end(&self) -> Option<Instant> {
+        self.play_end
     }
 
     /// Items with audio not yet played (marks pending, or an unmarked tail).
@@ -193,6 +211,7 @@ impl Playback {
             .collect();
         self.marks.clear();
         self.anchor = None;
+        self.play_end = None;
         cuts
     }
 }
@@ -224,6 +243,21 @@ mod tests {
             }]
         );
         assert!(!p.is_playing());
+    }
+
+    #[test]
+    fn unplayed_audio_runs_down_at_real_time_and_a_barge_in_empties_it() {
+        let t0 = Instant::now();
+        let mut p = Playback::default();
+        p.sent("item_1", 1600, t0); // 200 ms
+        p.sent("item_1", 1600, t0); // 400 ms queued
+        assert_eq!(p.unplayed_ms(t0), 400);
+        assert_eq!(p.unplayed_ms(t0 + 150 * MS), 250);
+        // Sent after the queue ran dry: it starts playing as it arrives.
+        p.sent("item_1", 800, t0 + 500 * MS);
+        assert_eq!(p.unplayed_ms(t0 + 500 * MS), 100);
+        p.barge_in(t0 + 550 * MS);
+        assert_eq!(p.unplayed_ms(t0 + 550 * MS), 0);
     }
 
     #[test]

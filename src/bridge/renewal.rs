@@ -169,6 +169,7 @@ impl Outbound {
     /// caller not in a turn (its transcript, if transcribed, arrived), no ending or update pending.
     pub(super) fn quiet(&self) -> bool {
         !self.playback.is_playing()
+            && self.pacer.is_empty()
             && !self.response_active
             && self.caller_turn == CallerTurn::Quiet
             && self.ending.is_none()
