@@ -24,6 +24,7 @@
 //! - [`tools`]: the assistant's tools: `TOOLS_FILE` webhooks (signed), MCP servers, `transfer_call`.
 //! - [`upstream`]: opening the Realtime WebSocket (ws/wss, auth, timeout).
 //! - [`bridge`]: one call: the two relay tasks, playback tracking and barge-in.
+//! - [`barge_in`]: local barge-in detection (VAD + echo rule) for upstreams without speech events.
 //! - [`records`]: the call record (`/api/calls`) and how Twilio's status callbacks change it.
 //! - [`store`]: the store (SQLite or PostgreSQL): records, transcript turns, outbound calls'
 //!   settings, the instance registry and crash recovery, the JSON export and `import`.
@@ -48,6 +49,7 @@ pub mod active;
 pub mod api;
 pub mod app;
 pub mod audio;
+pub mod barge_in;
 mod borrowed;
 pub mod bridge;
 pub mod cluster;
