@@ -86,6 +86,8 @@ pub(super) struct Inbound {
     pub recorder: Option<Side>,
     /// The upstream-bound half of the voice session: frames in the configured API's format.
     pub voice: super::voice::Encoder,
+    /// Listening for the caller over the assistant, on APIs without speech events.
+    pub listen: Option<super::listen::Listen>,
 }
 
 impl Inbound {
@@ -106,6 +108,7 @@ impl Inbound {
             replay: Replay::default(),
             recorder: None,
             voice: super::voice::Encoder::new(config),
+            listen: None,
         }
     }
 
@@ -180,6 +183,17 @@ impl Inbound {
                 self.frames_in += 1;
                 if let Some(recorder) = self.recorder.as_mut() {
                     recorder.caller_frame(media.timestamp.as_deref(), &media.payload);
+                }
+                if let Some(onset) = self.listen.as_ref().and_then(|l| l.caller_frame(&media.payload)) {
+                    info!(
+                        audio_ms_since_onset = onset.audio_ms_since_onset,
+                        caller_peak_dbov = onset.caller_peak_dbov,
+                        assistant_peak_dbov = onset.assistant_peak_dbov,
+                        "the caller is speaking over the assistant"
+                    );
+                    if self.to_outbound.try_send(ToOutbound::CallerSpeech).is_err() {
+                        warn!("a barge-in was not delivered: the outbound side is busy or gone");
+                    }
                 }
                 self.app.stats.frame_to_openai(media.payload.len());
                 trace!(bytes = media.payload.len(), "caller audio");

@@ -21,6 +21,7 @@ mod ending;
 mod idle;
 mod inbound;
 mod keypad;
+mod listen;
 mod mcp;
 mod outbound;
 mod pacer;
@@ -112,6 +113,9 @@ pub(crate) enum ToOutbound {
     Dtmf {
         digit: String,
     },
+    /// The caller started speaking over the assistant, heard by the relay ([`listen`]) on an API
+    /// that reports no speech.
+    CallerSpeech,
 }
 
 /// What both tasks of a call share.
@@ -179,6 +183,11 @@ async fn supervise(socket: WebSocket, app: AppState) {
         from_inbound,
         unsent: VecDeque::new(),
     };
+    if sides.out.voice.detects_barge_in_locally() {
+        let listen = listen::Listen::new();
+        sides.inbound.listen = Some(listen.clone());
+        sides.out.listen = Some(listen);
+    }
     let mut early: VecDeque<Frame> = VecDeque::new();
     let mut count = Sessions::default();
     // A socket that passed the signature check may open its upstream session before `start`

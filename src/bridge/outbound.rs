@@ -93,6 +93,8 @@ pub(super) struct Outbound {
     pub(super) voice: super::voice::Decoder,
     /// Assistant audio waiting for Twilio to play what it has (APIs without speech events).
     pub(super) pacer: super::pacer::Pacer,
+    /// The barge-in detector shared with the inbound task (APIs without speech events).
+    pub(super) listen: Option<super::listen::Listen>,
     /// Response latencies of this call, ms.
     pub latencies_ms: Vec<u64>,
     /// Audio chunks sent to Twilio.
@@ -146,6 +148,7 @@ impl Outbound {
             recorder: None,
             voice,
             pacer,
+            listen: None,
             latencies_ms: Vec::new(),
             frames_out: 0,
             barge_ins: 0,
@@ -162,7 +165,15 @@ impl Outbound {
                 }
             }
             ToOutbound::Dtmf { digit } => self.dtmf(&digit).await,
+            ToOutbound::CallerSpeech => {
+                info!("barge-in heard by the relay");
+                self.caller_spoke().await;
+                if let Err(e) = self.barge_in().await {
+                    debug!(error = %e, "Twilio's socket failed during a barge-in");
+                }
+            }
         }
+        self.sync_listening();
     }
 
     /// Tell the console what the call does now (published only when it changes).
@@ -488,6 +499,9 @@ impl Outbound {
             self.twilio_tx.feed(Message::text(mark)).await?;
         }
         let media = media_json.frame(chunk);
+        if let Some(listen) = &self.listen {
+            listen.assistant_sent(chunk);
+        }
         self.twilio_tx.feed(Message::text(media)).await?;
         if let Some(recorder) = self.recorder.as_mut() {
             recorder.assistant_audio(item_id, chunk);
@@ -519,6 +533,13 @@ impl Outbound {
             self.mark_tail().await?;
         }
         Ok(())
+    }
+
+    /// Tell the barge-in detector whether assistant audio may be unplayed (it listens only then).
+    pub(super) fn sync_listening(&self) {
+        if let Some(listen) = &self.listen {
+            listen.set_playing(self.playback.is_playing() || !self.pacer.is_empty());
+        }
     }
 
     /// When the next paced piece may go to Twilio.

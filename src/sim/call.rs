@@ -249,6 +249,7 @@ impl Call {
         let mut report = self.report;
         report.heard = std::mem::take(&mut self.playback.heard);
         report.heard_ms_at_clear = std::mem::take(&mut self.playback.heard_ms_at_clear);
+        report.max_queued_ms = (self.playback.max_queued / crate::audio::BYTES_PER_MS) as u64;
         report.replies_started = self.playback.replies_started;
         report.reply_timeouts = self.script.reply_timeouts;
         info!(

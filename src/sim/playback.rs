@@ -39,6 +39,8 @@ pub(crate) struct Playback {
     reply_played: u64,
     /// For each `clear`: ms of the latest reply played when it arrived.
     pub heard_ms_at_clear: Vec<u64>,
+    /// The most μ-law bytes ever waiting unplayed at once.
+    pub max_queued: usize,
 }
 
 impl Playback {
@@ -56,6 +58,7 @@ impl Playback {
             return;
         }
         self.audio.extend(ulaw);
+        self.max_queued = self.max_queued.max(self.audio.len());
         self.queued += ulaw.len() as u64;
         self.idle_since_ms = None;
     }

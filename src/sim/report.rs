@@ -39,6 +39,9 @@ pub struct CallReport {
     /// is within 300 ms of the previous reply with no `clear` and no caller clip in between (an
     /// underrun, not a new reply).
     pub heard_ms_at_clear: Vec<u64>,
+    /// The most assistant audio ever waiting unplayed at this end at once, ms: how far ahead of
+    /// playback the relay sends (`PLAYBACK_AHEAD_MS` on APIs it paces).
+    pub max_queued_ms: u64,
     /// Replies that started playing.
     pub replies_started: usize,
     /// Clips after which no reply started within the reply timeout.
