@@ -20,6 +20,8 @@
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`twilio`]: Twilio protocols: Media Streams messages, TwiML, request signatures, the REST client.
 //! - [`realtime`]: OpenAI Realtime GA client/server events and the session shape.
+//! - [`live`]: OpenAI GPT-Live client/server events, the session start shape and the SDK's
+//!   transcript grouper (deltas into turns).
 //! - `borrowed`: the serde helper both protocols' per-frame probes use to borrow optional strings.
 //! - [`tools`]: the assistant's tools: `TOOLS_FILE` webhooks (signed), MCP servers, `transfer_call`.
 //! - [`upstream`]: opening the Realtime WebSocket (ws/wss, auth, timeout).
@@ -60,6 +62,7 @@ pub mod envfile;
 pub mod events;
 pub mod fake_openai;
 pub mod fake_twilio;
+pub mod live;
 pub mod load;
 pub mod metrics;
 pub mod realtime;
