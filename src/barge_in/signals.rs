@@ -92,7 +92,9 @@ impl LineNoise {
                 if n >= next_click {
                     let age = (n - next_click) as f32;
                     // A 3 ms impulse decaying with a 0.5 ms time constant, alternating sign.
-                    x += click_peak * (-age / 4.0).exp() * if n % 2 == 0 { 1.0 } else { -1.0 };
+                    x += click_peak
+                        * (-age / 4.0).exp()
+                        * if n.is_multiple_of(2) { 1.0 } else { -1.0 };
                     if age >= 24.0 {
                         next_click = n + mean_gap / 2 + rng.next_u64() % mean_gap;
                     }
