@@ -129,7 +129,7 @@ pub struct Config {
     pub openai_realtime_url: String,
     /// Which OpenAI voice API the calls talk to: `realtime` (the Realtime API, GA) or `live`
     /// (GPT-Live, `OPENAI_LIVE_URL`). Both pass G.711 μ-law through unchanged.
-    #[arg(long, env = "OPENAI_API", value_enum, default_value_t = VoiceApi::Realtime)]
+    #[arg(long, alias = "api", env = "OPENAI_API", value_enum, default_value_t = VoiceApi::Realtime)]
     pub openai_api: VoiceApi,
     /// GPT-Live WebSocket URL (ws:// or wss://); the model goes in `session.start`, not the URL.
     #[arg(long, env = "OPENAI_LIVE_URL", default_value = "wss://api.openai.com/v1/live/sessions", value_parser = parse_ws_url)]
@@ -137,10 +137,10 @@ pub struct Config {
     /// GPT-Live model (`session.start`'s `session.model`).
     #[arg(long, env = "OPENAI_LIVE_MODEL", default_value = "gpt-live-1")]
     pub openai_live_model: String,
-    /// GPT-Live's Responses backend model (`delegation.responses.model`), which runs the tools.
-    /// Unset: the API's default.
-    #[arg(long, env = "OPENAI_LIVE_DELEGATE_MODEL")]
-    pub openai_live_delegate_model: Option<String>,
+    /// GPT-Live's Responses backend model (`delegation.responses.model`, required by the API),
+    /// which decides on the tools.
+    #[arg(long, env = "OPENAI_LIVE_DELEGATE_MODEL", default_value = "gpt-5-mini")]
+    pub openai_live_delegate_model: String,
     /// Upstreams without speech events (`live`): the most assistant audio sent to Twilio and not
     /// yet played, ms; the rest waits in the relay, so a barge-in drops it there.
     #[arg(long, env = "PLAYBACK_AHEAD_MS", default_value_t = 400)]

@@ -58,8 +58,9 @@ async fn realtime(
     audio: &[PathBuf],
     tool_calls: Vec<ScriptedCall>,
 ) -> anyhow::Result<Option<FakeOpenAi>> {
+    let live = config.openai_api == crate::config::VoiceApi::Live;
     if config.openai_configured() {
-        println!("Using the OpenAI Realtime API at {}", config.realtime_url());
+        println!("Using OpenAI at {}", config.voice_url());
         return Ok(None);
     }
     let clips = if audio.is_empty() {
@@ -73,11 +74,19 @@ async fn realtime(
         ..FakeOptions::default()
     })
     .await?;
-    println!(
-        "No OPENAI_API_KEY: using the local Realtime stand-in at {}",
-        fake.url()
-    );
+    if live {
+        println!(
+            "No OPENAI_API_KEY: using the local GPT-Live stand-in at {}",
+            fake.live_url()
+        );
+    } else {
+        println!(
+            "No OPENAI_API_KEY: using the local Realtime stand-in at {}",
+            fake.url()
+        );
+    }
     config.openai_realtime_url = fake.url();
+    config.openai_live_url = fake.live_url();
     config.openai_api_key = Some("sk-offline-demo".into());
     Ok(Some(fake))
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::recorder::{ConnectionLog, Recorder};
+use super::live::LiveConn;
 use super::session::Conn;
 use super::FakeOptions;
 
@@ -80,6 +81,15 @@ pub(super) async fn handle(
     };
     let rec = recorder.map(|r| r.open(log));
     info!(%peer, path = %upgrade.path_and_query, "stand-in connection opened");
+    if upgrade.path_and_query.starts_with(crate::live::PATH) {
+        let mut conn = LiveConn::new(&opts, upgrade.authorization.as_deref(), rec);
+        match run(&mut ws, &mut conn, &shutdown).await {
+            Ok(()) => info!(%peer, "stand-in GPT-Live connection closed"),
+            Err(e) => info!(%peer, error = %e, "stand-in GPT-Live connection ended"),
+        }
+        conn.finish();
+        return;
+    }
     let mut conn = Conn::new(opts.mode, opts.pace, &upgrade.path_and_query, rec);
     conn.end_call_after = opts.end_call_after;
     conn.tool_calls = opts.tool_calls.clone();
@@ -113,9 +123,9 @@ fn refusal(status: u16) -> ErrorResponse {
 
 /// After our close: record what the client sent before it saw the close (it still reached the
 /// server), until its close arrives or 2 s pass. Nothing more is answered.
-async fn drain_after_close(
+async fn drain_after_close<M: Machine>(
     ws: &mut WebSocketStream<TcpStream>,
-    conn: &mut Conn,
+    conn: &mut M,
 ) -> anyhow::Result<()> {
     let drained = tokio::time::timeout(std::time::Duration::from_secs(2), async {
         while let Some(Ok(frame)) = ws.next().await {
@@ -130,9 +140,9 @@ async fn drain_after_close(
 }
 
 /// Read client frames and send due audio chunks until the connection ends.
-async fn run(
+async fn run<M: Machine>(
     ws: &mut WebSocketStream<TcpStream>,
-    conn: &mut Conn,
+    conn: &mut M,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
@@ -143,7 +153,7 @@ async fn run(
             }
             ws.flush().await?;
         }
-        if conn.closing {
+        if conn.closing() {
             ws.close(None).await?;
             return drain_after_close(ws, conn).await;
         }
@@ -173,3 +183,40 @@ async fn run(
         }
     }
 }
+
+/// A connection's state machine: the Realtime API's ([`Conn`]) or GPT-Live's ([`LiveConn`]).
+trait Machine {
+    fn on_text(&mut self, text: &str, now: Instant);
+    fn on_binary(&mut self);
+    fn on_tick(&mut self, now: Instant);
+    fn take_output(&mut self) -> Vec<String>;
+    fn next_deadline(&self) -> Option<Instant>;
+    fn closing(&self) -> bool;
+}
+
+macro_rules! machine {
+    ($t:ty) => {
+        impl Machine for $t {
+            fn on_text(&mut self, text: &str, now: Instant) {
+                <$t>::on_text(self, text, now)
+            }
+            fn on_binary(&mut self) {
+                <$t>::on_binary(self)
+            }
+            fn on_tick(&mut self, now: Instant) {
+                <$t>::on_tick(self, now)
+            }
+            fn take_output(&mut self) -> Vec<String> {
+                <$t>::take_output(self)
+            }
+            fn next_deadline(&self) -> Option<Instant> {
+                <$t>::next_deadline(self)
+            }
+            fn closing(&self) -> bool {
+                self.closing
+            }
+        }
+    };
+}
+machine!(Conn);
+machine!(LiveConn);

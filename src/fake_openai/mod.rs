@@ -1,4 +1,5 @@
-//! The `fake-openai` subcommand: a local stand-in for the OpenAI Realtime API (GA) over plain `ws://`.
+//! The `fake-openai` subcommand: a local stand-in for the OpenAI Realtime API (GA) over plain `ws://`,
+//! and for GPT-Live at `/v1/live/sessions` (`live`, see its docs; `--api live` announces that URL).
 //!
 //! Speaks the GA event shapes of `PROTOCOLS.md` § "OpenAI Realtime API — GA only" with the typed
 //! [`crate::realtime`] events: `session.created`/`updated`, an energy VAD (`vad`) that emits
@@ -40,12 +41,14 @@
 //! - `limits`: session expiry and server VAD's idle timeout.
 //! - `config`: session defaults and `session.update` merging.
 //! - `vad`: the energy VAD and its threshold mapping.
+//! - `live`: the GPT-Live connection state machine.
 //! - `recorder`: [`ConnectionLog`]s for tests.
 
 mod config;
 mod conn;
 mod items;
 mod limits;
+mod live;
 mod pace;
 mod recorder;
 mod respond;
@@ -189,6 +192,11 @@ impl FakeOpenAi {
         format!("ws://{}/v1/realtime", self.addr)
     }
 
+    /// The GPT-Live URL to point the relay at (`OPENAI_LIVE_URL`): `ws://127.0.0.1:PORT/v1/live/sessions`.
+    pub fn live_url(&self) -> String {
+        format!("ws://{}{}", self.addr, crate::live::PATH)
+    }
+
     /// A snapshot of every connection so far (refused upgrades included), in arrival order.
     pub fn connections(&self) -> Vec<ConnectionLog> {
         self.recorder.snapshot()
@@ -261,6 +269,10 @@ pub struct FakeOpenAiArgs {
     /// Address to listen on.
     #[arg(long, env = "FAKE_OPENAI_ADDR", default_value = "127.0.0.1:9090")]
     pub addr: SocketAddr,
+    /// Which API to announce: `realtime` (`/v1/realtime`) or `live` (GPT-Live,
+    /// `/v1/live/sessions`). Both are served on every address, by path.
+    #[arg(long, value_enum, default_value_t = crate::config::VoiceApi::Realtime)]
+    pub api: crate::config::VoiceApi,
     /// `parrot` (VAD + replies that replay the caller) or `echo-frames` (load tests).
     #[arg(long, value_enum, default_value_t = Mode::Parrot)]
     pub mode: Mode,
@@ -295,13 +307,21 @@ pub async fn main(args: FakeOpenAiArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the Realtime stand-in to {}", args.addr))?;
     let addr = listener.local_addr().context("stand-in local address")?;
-    info!(
-        url = %format!("ws://{addr}/v1/realtime"),
-        mode = ?args.mode,
-        pace = args.pace,
-        realtime_pace = args.realtime_pace,
-        "Realtime stand-in listening; set OPENAI_REALTIME_URL to this url"
-    );
+    match args.api {
+        crate::config::VoiceApi::Realtime => info!(
+            url = %format!("ws://{addr}/v1/realtime"),
+            mode = ?args.mode,
+            pace = args.pace,
+            realtime_pace = args.realtime_pace,
+            "Realtime stand-in listening; set OPENAI_REALTIME_URL to this url"
+        ),
+        crate::config::VoiceApi::Live => info!(
+            url = %format!("ws://{addr}{}", crate::live::PATH),
+            mode = ?args.mode,
+            pace = args.pace,
+            "GPT-Live stand-in listening; set OPENAI_API=live and OPENAI_LIVE_URL to this url"
+        ),
+    }
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {

@@ -31,6 +31,9 @@ pub struct ConnectionLog {
     pub errors_sent: Vec<String>,
     /// The connection has ended (or the upgrade was refused).
     pub closed: bool,
+    /// GPT-Live: replies the stand-in stopped because it heard the caller (server-side
+    /// interruption, which the API reports to no one).
+    pub interruptions: u32,
 }
 
 /// Shared, cloneable log of every connection; cheap to clone (two `Arc`s).

@@ -64,7 +64,7 @@ pub(crate) fn close_json() -> String {
 /// Client side of one call (per session: [`Encoder::new_session`]).
 pub(crate) struct Encoder {
     model: String,
-    delegate_model: Option<String>,
+    delegate_model: String,
     /// `session.start` went out on this session.
     started: bool,
     /// The last event was spoken context: a `response.create` right after it is not needed
@@ -163,10 +163,7 @@ impl Encoder {
                 Tool::Mcp(_) => serde_json::to_value(tool).ok(),
             })
             .collect();
-        let mut responses = json!({ "tools": tools });
-        if let Some(model) = &self.delegate_model {
-            responses["model"] = json!(model);
-        }
+        let responses = json!({ "model": self.delegate_model, "tools": tools });
         let mut output = json!({});
         if let Some(voice) = voice {
             output["voice"] = json!(voice);
@@ -667,7 +664,7 @@ mod tests {
     #[test]
     fn the_first_update_starts_the_session_and_realtime_only_events_are_dropped() {
         let config = Config {
-            openai_live_delegate_model: Some("gpt-5-mini".into()),
+            openai_live_delegate_model: "gpt-5-mini".into(),
             ..Config::default()
         };
         let mut e = Encoder::new(&config);
