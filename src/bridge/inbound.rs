@@ -184,7 +184,11 @@ impl Inbound {
                 if let Some(recorder) = self.recorder.as_mut() {
                     recorder.caller_frame(media.timestamp.as_deref(), &media.payload);
                 }
-                if let Some(onset) = self.listen.as_ref().and_then(|l| l.caller_frame(&media.payload)) {
+                if let Some(onset) = self
+                    .listen
+                    .as_ref()
+                    .and_then(|l| l.caller_frame(&media.payload))
+                {
                     info!(
                         audio_ms_since_onset = onset.audio_ms_since_onset,
                         caller_peak_dbov = onset.caller_peak_dbov,

@@ -165,13 +165,7 @@ impl Outbound {
                 }
             }
             ToOutbound::Dtmf { digit } => self.dtmf(&digit).await,
-            ToOutbound::CallerSpeech => {
-                info!("barge-in heard by the relay");
-                self.caller_spoke().await;
-                if let Err(e) = self.barge_in().await {
-                    debug!(error = %e, "Twilio's socket failed during a barge-in");
-                }
-            }
+            ToOutbound::CallerSpeech => self.caller_speech().await,
         }
         self.sync_listening();
     }
@@ -533,6 +527,44 @@ impl Outbound {
             self.mark_tail().await?;
         }
         Ok(())
+    }
+
+    /// The relay heard the caller speak over the assistant (APIs without speech events): clear
+    /// what Twilio has not played; if it has played everything (the API stopped talking on its
+    /// own and the queue ran out first), the turn is still marked interrupted, with all of it heard.
+    async fn caller_speech(&mut self) {
+        self.caller_spoke().await;
+        if self.playback.is_playing() || !self.pacer.is_empty() {
+            info!("barge-in heard by the relay");
+            if let Err(e) = self.barge_in().await {
+                debug!(error = %e, "Twilio's socket failed during a barge-in");
+            }
+            return;
+        }
+        if !self.response_active {
+            return;
+        }
+        if let Some((item_id, sent_ms)) = self.playback.last_sent() {
+            info!(%item_id, heard_ms = sent_ms, "the caller spoke over the assistant after all its audio had played");
+            let item_id = item_id.to_string();
+            if let Some(t) = self.transcript.as_mut() {
+                t.interrupt(&item_id, sent_ms);
+            }
+            self.barge_ins += 1;
+            self.ctx.app.stats.barge_in();
+            if let Some(sid) = &self.call_sid {
+                self.ctx.app.events.barge_in(sid);
+            }
+            self.muted_item = Some(item_id);
+        }
+        let ended = match &mut self.voice {
+            super::voice::Decoder::Live(d) => d.barged_in(),
+            super::voice::Decoder::Realtime => Vec::new(),
+        };
+        if let Err(e) = self.steps(ended).await {
+            debug!(error = %e, "Twilio's socket failed during a barge-in");
+        }
+        self.save().await;
     }
 
     /// Tell the barge-in detector whether assistant audio may be unplayed (it listens only then).

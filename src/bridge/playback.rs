@@ -169,6 +169,13 @@ impl Playback {
         items
     }
 
+    /// The item sent last and how much of it was sent, ms.
+    pub fn last_sent(&self) -> Option<(&str, u64)> {
+        self.sending
+            .as_ref()
+            .map(|s| (s.item_id.as_str(), s.sent / BYTES_PER_MS as u64))
+    }
+
     /// ms of audio sent for the item currently being sent, if any.
     pub fn sent_ms(&self, item_id: &str) -> Option<u64> {
         match &self.sending {

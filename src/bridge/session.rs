@@ -174,7 +174,12 @@ impl Outbound {
             return;
         }
         self.greeted = true;
-        let prompt = format!("Greet the caller by saying exactly: \"{greeting}\"");
+        // GPT-Live speaks commentary as given; the Realtime API is asked to say it.
+        let prompt = if self.voice.detects_barge_in_locally() {
+            greeting
+        } else {
+            format!("Greet the caller by saying exactly: \"{greeting}\"")
+        };
         self.upstream(ClientEvent::user_text(prompt).to_json())
             .await;
         self.upstream(ClientEvent::ResponseCreate {}.to_json())

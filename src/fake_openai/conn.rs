@@ -13,8 +13,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::recorder::{ConnectionLog, Recorder};
 use super::live::LiveConn;
+use super::recorder::{ConnectionLog, Recorder};
 use super::session::Conn;
 use super::FakeOptions;
 

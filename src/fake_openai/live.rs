@@ -80,7 +80,11 @@ pub(crate) struct LiveConn {
 }
 
 impl LiveConn {
-    pub(crate) fn new(opts: &FakeOptions, authorization: Option<&str>, rec: Option<ConnRecorder>) -> Self {
+    pub(crate) fn new(
+        opts: &FakeOptions,
+        authorization: Option<&str>,
+        rec: Option<ConnRecorder>,
+    ) -> Self {
         let mut conn = LiveConn {
             mode: opts.mode,
             interval: chunk_interval(opts.pace),
@@ -101,7 +105,10 @@ impl LiveConn {
             closing: false,
         };
         if !authorization.is_some_and(|a| a.starts_with("Bearer ") && a.len() > 7) {
-            conn.error("missing_api_key", "Authorization: Bearer <key> is required".into());
+            conn.error(
+                "missing_api_key",
+                "Authorization: Bearer <key> is required".into(),
+            );
             conn.closing = true;
         }
         conn
@@ -133,14 +140,22 @@ impl LiveConn {
                 self.record(|log| log.client_events.push(value));
             }
         }
-        if !self.started && !matches!(event, ClientEvent::SessionStart { .. } | ClientEvent::Unknown) {
+        if !self.started
+            && !matches!(
+                event,
+                ClientEvent::SessionStart { .. } | ClientEvent::Unknown
+            )
+        {
             self.error("session_not_started", "send session.start first".into());
             return;
         }
         match event {
             ClientEvent::SessionStart { session } => {
                 if self.started {
-                    self.error("session_already_started", "the session has started; voice and format cannot change".into());
+                    self.error(
+                        "session_already_started",
+                        "the session has started; voice and format cannot change".into(),
+                    );
                     return;
                 }
                 let format = session.audio.as_ref().and_then(|a| a.format.clone());
@@ -260,8 +275,14 @@ impl LiveConn {
         if let Some(call) = self.tool_calls.pop_front() {
             then.push(function_call(&call.name, &call.arguments, self.utterances));
         }
-        if self.end_call_after == Some(self.utterances) && self.tools.iter().any(|t| t == "end_call") {
-            then.push(function_call("end_call", r#"{"reason":"goodbye"}"#, 1000 + self.utterances));
+        if self.end_call_after == Some(self.utterances)
+            && self.tools.iter().any(|t| t == "end_call")
+        {
+            then.push(function_call(
+                "end_call",
+                r#"{"reason":"goodbye"}"#,
+                1000 + self.utterances,
+            ));
         }
         self.start_reply(heard, format!("[reply {secs:.2} s]"), then, now);
     }

@@ -16,6 +16,7 @@ mod http;
 mod http_limits;
 mod instances;
 mod limits;
+mod live;
 mod logs;
 mod long_calls;
 mod outbound;
