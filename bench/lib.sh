@@ -89,6 +89,7 @@ start_relay() {
       else
         HOST=127.0.0.1 PORT="$RELAY_PORT" OPENAI_API_KEY=sk-bench \
           OPENAI_REALTIME_URL="ws://127.0.0.1:$FAKE_PORT/v1/realtime" \
+          OPENAI_API="${BENCH_API:-realtime}" OPENAI_LIVE_URL="ws://127.0.0.1:$FAKE_PORT/v1/live/sessions" \
           TRANSCRIPT_DIR="$OUT/transcripts" MAX_CONCURRENT_CALLS=5000 RUST_LOG=warn \
           TWILIO_AUTH_TOKEN= TWILIO_VALIDATE_SIGNATURE=false \
           exec "$BIN" serve

@@ -4,7 +4,8 @@
 # Markdown table. Environment: BENCH_CALLS ("100 250 500 1000"), BENCH_SECONDS (20), BENCH_WARMUP
 # (3), BENCH_RAMP (3), BENCH_WORKERS (2) and BENCH_THREADS (1) for the generator, BENCH_QUIET_WAIT
 # (300 s), BENCH_OUT (keep logs and JSON reports there), RELAY_BIN (use this binary, skip the build),
-# BENCH_TARGET (relay, or reference: Twilio's Node.js sample in bench/reference/).
+# BENCH_TARGET (relay, or reference: Twilio's Node.js sample in bench/reference/), BENCH_API
+# (realtime, or live: the relay on GPT-Live, the stand-in echoing at /v1/live/sessions).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
