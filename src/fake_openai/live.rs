@@ -158,7 +158,7 @@ impl LiveConn {
                     );
                     return;
                 }
-                let format = session.audio.as_ref().and_then(|a| a.format.clone());
+                let format = session.audio.as_ref().and_then(|a| a.format);
                 if session.model.trim().is_empty() || format != Some(AudioFormat::pcmu()) {
                     self.error("invalid_value", "session.start needs a model and audio.format {\"type\":\"audio/pcmu\",\"rate\":8000}".into());
                     self.closing = true;
