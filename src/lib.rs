@@ -24,8 +24,9 @@
 //!   transcript grouper (deltas into turns).
 //! - `borrowed`: the serde helper both protocols' per-frame probes use to borrow optional strings.
 //! - [`tools`]: the assistant's tools: `TOOLS_FILE` webhooks (signed), MCP servers, `transfer_call`.
-//! - [`upstream`]: opening the Realtime WebSocket (ws/wss, auth, timeout).
-//! - [`bridge`]: one call: the two relay tasks, playback tracking and barge-in.
+//! - [`upstream`]: opening the voice API's WebSocket, Realtime or GPT-Live (ws/wss, auth, timeout).
+//! - [`bridge`]: one call: the two relay tasks, playback tracking and barge-in, and the seam to
+//!   the voice APIs (`bridge::voice`: Realtime, GPT-Live).
 //! - [`barge_in`]: local barge-in detection (VAD + echo rule) for upstreams without speech events.
 //! - [`records`]: the call record (`/api/calls`) and how Twilio's status callbacks change it.
 //! - [`store`]: the store (SQLite or PostgreSQL): records, transcript turns, outbound calls'

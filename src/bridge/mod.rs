@@ -7,7 +7,11 @@
 //! [`playback`] tracks what the caller has heard (marks, barge-in cuts), `session` sets the
 //! Realtime session up (`start`, `session.update`, greeting, resume), `ending` carries out the
 //! assistant's `end_call`, `tools` its other tool calls (`transfer_call`, webhooks), `keypad` the
-//! caller's DTMF keys and `mcp` the API's own MCP calls.
+//! caller's DTMF keys and `mcp` the API's own MCP calls. The tasks speak the Realtime API's
+//! events; `voice` translates them for the configured API (`OPENAI_API`: the Realtime API as is,
+//! GPT-Live through made-up turns). On an API without speech events `listen` hears the caller
+//! barge in (a detector shared by both tasks) and `pacer` keeps at most `PLAYBACK_AHEAD_MS` of
+//! assistant audio unplayed at Twilio.
 //! When the call ends (Twilio stops or drops, a goodbye has played, the API hangs up, shutdown)
 //! the first reason is recorded and both tasks stop. When only the upstream session ends, they
 //! hand their state back (with the caller audio not yet sent) and the supervisor opens the next
